@@ -1,0 +1,3 @@
+from tallylight.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""The TOML config: one frozen dataclass per section, every key with a default and a check.
+
+`load(path)` reads the file and returns a `Config`. An unknown section or key, a value of the wrong
+type or out of range raises `ConfigError` with one line naming the file, the key and what was
+expected; the CLI turns that into exit code 78 (EX_CONFIG). `config/tallylight.toml` documents every
+key; `tests/test_config.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from tallylight.errors import ConfigError
+
+# Where `scripts/run` and `tallylight` look when --config is not given, first match wins.
+SYSTEM_CONFIG = Path("/etc/tallylight/tallylight.toml")
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
+
+    return check
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if lo <= value <= hi else f"a number from {lo:g} to {hi:g}"
+
+    return check
+
+
+def _pin(value: Any) -> str | None:
+    # -1 means "not wired". BCM numbers on the 40-pin header run 0..27.
+    return None if value == -1 or 0 <= value <= 27 else "a BCM GPIO number 0-27, or -1 for none"
+
+
+def _key(default: Any, check: Callable[[Any], str | None] | None = None, types: tuple = ()) -> Any:
+    """A config key: its default, an optional value check, and the accepted TOML types."""
+    return field(default=default, metadata={"check": check, "types": types or (type(default),)})
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    device: str | int = _key("", types=(str, int))
+    sample_rate: int = _key(0, _range(0, 192000))
+    channels: int = _key(0, _range(0, 32))
+    channel_mode: str = _key("mean", _choice("mean", "loudest", "single"))
+    channel: int = _key(0, _range(0, 31))
+    block_ms: int = _key(20, _range(10, 100))
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    engine: str = _key("microwakeword", _choice("microwakeword", "openwakeword", "porcupine"))
+    model: str = _key("okay_nabu")
+    sensitivity: float = _key(0.5, _range(0.0, 1.0), (float, int))
+    refractory_s: float = _key(2.0, _range(0.0, 30.0), (float, int))
+    porcupine_access_key_file: str = _key("")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    vad: str = _key("webrtcvad", _choice("webrtcvad", "silero"))
+    vad_aggressiveness: int = _key(2, _range(0, 3))
+    ring_s: float = _key(1.0, _range(0.1, 2.0), (float, int))
+    preroll_s: float = _key(0.3, _range(0.0, 2.0), (float, int))
+    end_silence_s: float = _key(0.6, _range(0.1, 5.0), (float, int))
+    no_speech_s: float = _key(4.0, _range(0.5, 30.0), (float, int))
+    max_s: float = _key(8.0, _range(1.0, 60.0), (float, int))
+
+
+@dataclass(frozen=True)
+class MuteConfig:
+    control: str = _key("switch", _choice("switch", "button"))
+    pin: int = _key(17, _pin)
+    pull_up: bool = _key(True)
+    debounce_ms: int = _key(30, _range(0, 1000))
+    at_start: str = _key("last", _choice("last", "muted", "listening"))
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    kind: str = _key("auto", _choice("auto", "terminal", "led", "pwmled", "rgbled", "apa102"))
+    pin: int = _key(27, _pin)
+    red_pin: int = _key(-1, _pin)
+    green_pin: int = _key(-1, _pin)
+    blue_pin: int = _key(-1, _pin)
+    active_high: bool = _key(True)
+    listening_glow: float = _key(0.0, _range(0.0, 1.0), (float, int))
+    brightness: float = _key(1.0, _range(0.0, 1.0), (float, int))
+    led_count: int = _key(3, _range(1, 255))
+    spi_bus: int = _key(0, _range(0, 6))
+    spi_device: int = _key(0, _range(0, 3))
+    power_pin: int = _key(-1, _pin)
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = _key("auto", _choice("auto", "lgpio", "mock"))
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = _key("")
+    log_level: str = _key("info", _choice("debug", "info", "warning", "error"))
+    retry_max_s: float = _key(30.0, _range(1.0, 3600.0), (float, int))
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    record_dir: str = _key("")
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    engine: str = _key("auto", _choice("auto", "vosk", "pocketsphinx"))
+    vosk_model: str = _key("")
+    min_confidence: float = _key(0.5, _range(0.0, 1.0), (float, int))
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    enabled: bool = _key(True)
+    voice: str = _key("en-us")
+    speed: int = _key(160, _range(80, 450))
+    output_device: str = _key("")
+    sounds: bool = _key(True)
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    run_timeout_s: float = _key(10.0, _range(0.1, 600.0), (float, int))
+    mixer_control: str = _key("Master")
+    volume_step: int = _key(10, _range(1, 50))
+
+
+_SECTIONS: dict[str, type] = {
+    "audio": AudioConfig,
+    "wake": WakeConfig,
+    "capture": CaptureConfig,
+    "mute": MuteConfig,
+    "indicator": IndicatorConfig,
+    "gpio": GpioConfig,
+    "daemon": DaemonConfig,
+    "debug": DebugConfig,
+    "recognizer": RecognizerConfig,
+    "reply": ReplyConfig,
+    "actions": ActionsConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    audio: AudioConfig = AudioConfig()
+    wake: WakeConfig = WakeConfig()
+    capture: CaptureConfig = CaptureConfig()
+    mute: MuteConfig = MuteConfig()
+    indicator: IndicatorConfig = IndicatorConfig()
+    gpio: GpioConfig = GpioConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    debug: DebugConfig = DebugConfig()
+    recognizer: RecognizerConfig = RecognizerConfig()
+    reply: ReplyConfig = ReplyConfig()
+    actions: ActionsConfig = ActionsConfig()
+    # Voice commands, parsed by tallylight.speech.commands (kept raw here: that module owns the format).
+    commands: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the ledger lives: config, else systemd's $STATE_DIRECTORY, else a per-user folder."""
+        if self.daemon.state_dir:
+            return Path(self.daemon.state_dir).expanduser()
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "tallylight"
+
+
+def _type_name(types: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_value(where: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    types = f.metadata["types"]
+    # bool is a subclass of int in Python, but `pin = true` is a mistake, not pin 1.
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise ConfigError(f"{where}: {key} must be {_type_name(types)}, not {value!r}")
+    if float in types and isinstance(value, int):
+        value = float(value)
+    check = f.metadata["check"]
+    expected = check(value) if check else None
+    if expected:
+        raise ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
+    return value
+
+
+def _build_section(where: str, name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table of keys, not {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{where}: unknown key {name}.{key} (known keys in [{name}]: {known})")
+        values[key] = _check_value(where, f"{name}.{key}", value, fields[key])
+    return cls(**values)
+
+
+def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None = None) -> Config:
+    """Build and validate a Config from parsed TOML. `where` names the source in error messages."""
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "commands":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [commands] must be a table of named commands")
+            continue
+        if name not in _SECTIONS:
+            known = ", ".join([*_SECTIONS, "commands"])
+            raise ConfigError(f"{where}: unknown section [{name}] (known sections: {known})")
+        sections[name] = _build_section(where, name, _SECTIONS[name], value)
+    cfg = Config(path=path, commands=dict(raw.get("commands", {})), **sections)
+    _check_across(where, cfg)
+    return cfg
+
+
+def _check_across(where: str, cfg: Config) -> None:
+    """Checks that involve more than one key."""
+    if cfg.capture.preroll_s > cfg.capture.ring_s:
+        raise ConfigError(
+            f"{where}: capture.preroll_s ({cfg.capture.preroll_s:g}) must not exceed capture.ring_s "
+            f"({cfg.capture.ring_s:g}): the pre-roll is taken from that ring"
+        )
+    ind = cfg.indicator
+    if ind.kind == "rgbled" and -1 in (ind.red_pin, ind.green_pin, ind.blue_pin):
+        raise ConfigError(
+            f"{where}: indicator.kind = 'rgbled' needs indicator.red_pin, green_pin and blue_pin set"
+        )
+    if cfg.commands:
+        # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
+        from tallylight.speech.commands import parse_commands
+
+        parse_commands(cfg.commands, where)
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (copy config/tallylight.toml there, or pass --config)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: not readable by this user (check its permissions)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
+    return from_dict(raw, str(path), path)
+
+
+def default_path(checkout: Path | None = None) -> Path:
+    """/etc/tallylight/tallylight.toml when it exists, else the checkout's config/tallylight.toml."""
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    here = checkout or Path(__file__).resolve().parents[2]
+    return here / "config" / "tallylight.toml"
+
+
+def section_fields() -> dict[str, list[str]]:
+    """Every section and its keys, for the test that the shipped config documents them all."""
+    return {name: [f.name for f in dataclasses.fields(cls)] for name, cls in _SECTIONS.items()}

@@ -1,0 +1,41 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import speech`
+
+import speech  # noqa: E402
+
+
+def _shared_dir() -> Path | None:
+    """../shared beside the checkout (there in CI and for developers, never in a user's clone)."""
+    env = os.environ.get("TALLYLIGHT_SHARED")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared", REPO.parent.parent / "shared"]:
+        if (cand / "speech" / "SOURCES.md").exists():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_speech() -> Path:
+    """The real recordings in ../shared/speech; the test is skipped with a reason when absent."""
+    d = _shared_dir()
+    if d is None:
+        pytest.skip("../shared/speech is not here (it exists for CI and developers, not in a user's clone)")
+    return d / "speech"
+
+
+@pytest.fixture(scope="session")
+def synth():
+    """espeak-ng + sox speech maker (see tests/speech.py)."""
+    if not speech.have_tools():
+        pytest.fail("espeak-ng and sox are needed: scripts/test installs them (apt-get install espeak-ng sox)")
+    return speech.synth
