@@ -1,0 +1,139 @@
+"""The listening pipeline: privacy gate -> wake detector -> capture session -> consumer.
+
+A plain object fed 16 kHz mono blocks with `process(block)`, returning events. It does no I/O of
+its own (the gate drives the light and the ledger), so `tallylight listen` feeds it files and the
+daemon feeds it the microphone, through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from tallylight.capture import CaptureBuffer, PrerollRing
+from tallylight.config import CaptureConfig
+from tallylight.events import CaptureEnded, Event, StateChanged, WakeDetected
+from tallylight.gate import PrivacyGate, State
+from tallylight.pcm import BYTES_PER_SECOND
+
+_LOG = logging.getLogger(__name__)
+
+
+class UtteranceConsumer(Protocol):
+    """What a capture is handed to (the recognizer and command matcher). It sees the utterance block
+    by block while the capture light is on, and must keep nothing after `finish()`/`reset()`."""
+
+    name: str
+
+    def process(self, block: bytes) -> tuple[list[Event], bool]:
+        """Events so far, and True when it is sure the utterance is complete (early end)."""
+
+    def finish(self, t: float) -> list[Event]: ...
+
+    def reset(self) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, gate: PrivacyGate, wake, endpointer, cfg: CaptureConfig, *,
+                 consumer: UtteranceConsumer | None = None, recorder=None):
+        self.gate = gate
+        self.wake = wake
+        self.endpointer = endpointer
+        self.consumer = consumer
+        self.recorder = recorder
+        self.preroll_s = cfg.preroll_s
+        self.ring = PrerollRing(cfg.ring_s)
+        self.buffer = CaptureBuffer(cfg.max_s, cfg.preroll_s)
+        self.t = 0.0  # seconds of audio processed
+        self.blocks_processed = 0
+        # Set from the reply speaker's thread while it plays, so the speaker cannot wake itself.
+        self.wake_suppressed = False
+        self._was_suppressed = False
+        self._events: list[Event] = []
+        gate._on_change = self._state_changed
+
+    def _state_changed(self, old: State, new: State, reason: str) -> None:
+        self._events.append(StateChanged(self.t, new.value, old.value, reason))
+
+    def drain(self) -> list[Event]:
+        """Events that happened outside `process` (state changes made by the daemon)."""
+        out, self._events = self._events, []
+        return out
+
+    def process(self, block: bytes) -> list[Event]:
+        if not self.gate.mic_open_allowed:
+            # The daemon closes the mic before this can happen; refuse rather than trust it (P1).
+            raise RuntimeError(f"audio block offered while the gate is {self.gate.state.value}")
+        self.blocks_processed += 1
+        self.t += len(block) / BYTES_PER_SECOND
+        if self.gate.capturing:
+            self._capture(block)
+        else:
+            self._listen(block)
+        return self.drain()
+
+    def _listen(self, block: bytes) -> None:
+        self.ring.push(block)
+        if self.wake_suppressed:
+            self._was_suppressed = True
+            return
+        if self._was_suppressed:  # our own reply just ended: forget what the detector heard of it
+            self._was_suppressed = False
+            self.wake.reset()
+        hit = self.wake.process(block)
+        if hit is None:
+            return
+        self._events.append(WakeDetected(self.t, hit.word, hit.engine, round(hit.score, 3)))
+        # P2: only once the light is confirmed on (and ledgered) may audio go past this point.
+        if not self.gate.begin_capture():
+            self.ring.wipe()
+            return
+        preroll = self.ring.tail(self.preroll_s)
+        self.ring.wipe()
+        self.endpointer.reset()
+        if self.consumer:
+            self.consumer.reset()
+        self._capture(preroll, count_for_endpoint=False)
+
+    def _capture(self, block: bytes, count_for_endpoint: bool = True) -> None:
+        self.buffer.append(block)
+        early = False
+        if self.consumer and block:
+            events, early = self.consumer.process(block)
+            self._events.extend(events)
+        end = "early" if early else (self.endpointer.process(block) if count_for_endpoint else None)
+        if end is None and self.buffer.full:
+            end = "max_length"
+        if end:
+            self._finish(end)
+
+    def _finish(self, end: str) -> None:
+        duration = self.buffer.duration_s
+        if self.consumer:
+            self._events.extend(self.consumer.finish(self.t))
+        if self.recorder is not None and self.gate.debug_recording:
+            path = self.recorder.write(self.buffer.view())
+            self.gate.note("debug_recording", file=str(path), duration_s=round(duration, 3))
+        self.buffer.wipe()
+        if self.consumer:
+            self.consumer.reset()
+        self.wake.reset()
+        self.endpointer.reset()
+        # P2: the light goes off only now, after hand-over and wipe.
+        self._events.append(CaptureEnded(self.t, round(duration, 3), end, self.consumer.name if self.consumer else "nobody"))
+        self.gate.end_capture(duration_s=duration, handed_to=self.consumer.name if self.consumer else "nobody", end=end)
+
+    def forget(self) -> None:
+        """Drop all audio now (mute, error, shutdown): zero the ring and any capture in progress."""
+        self.ring.wipe()
+        self.buffer.wipe()
+        if self.consumer:
+            self.consumer.reset()
+        self.wake.reset()
+        self.endpointer.reset()
+
+    def close(self) -> None:
+        self.forget()
+        for part in (self.consumer, self.wake):
+            if part is not None and hasattr(part, "close"):
+                part.close()
