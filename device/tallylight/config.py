@@ -137,6 +137,7 @@ class ReplyConfig:
 class ActionsConfig:
     run_timeout_s: float = _key(10.0, _range(0.1, 600.0), (float, int))
     mixer_control: str = _key("Master")
+    mixer_device: str = _key("")
     volume_step: int = _key(10, _range(1, 50))
 
 

@@ -51,6 +51,7 @@ class Ledger:
         self._seq = 0
         self._prev = GENESIS
         self._fd: int | None = None
+        self.last_entry: dict[str, Any] | None = None  # the newest entry found when opening
         if self.path is not None:
             self._open()
 
@@ -77,6 +78,7 @@ class Ledger:
             self._open_fd()
             self.append("ledger_restarted", reason=str(e), previous=str(broken))
             return
+        self.last_entry = last
         if last is not None:
             self._seq, self._prev = last["seq"] + 1, last["hash"]
         self._open_fd()

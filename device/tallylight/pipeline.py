@@ -123,6 +123,12 @@ class Pipeline:
         self._events.append(CaptureEnded(self.t, round(duration, 3), end, self.consumer.name if self.consumer else "nobody"))
         self.gate.end_capture(duration_s=duration, handed_to=self.consumer.name if self.consumer else "nobody", end=end)
 
+    def end_of_stream(self) -> list[Event]:
+        """The input ended (end of a file): finish a capture in progress as if speech had ended."""
+        if self.gate.capturing:
+            self._finish("end_of_stream")
+        return self.drain()
+
     def forget(self) -> None:
         """Drop all audio now (mute, error, shutdown): zero the ring and any capture in progress."""
         self.ring.wipe()

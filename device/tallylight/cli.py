@@ -1,0 +1,142 @@
+"""The `tallylight` command: run, listen, check, ledger, devices, models.
+
+Every verb takes `--config F`. Errors a user can cause are one line on stderr and an exit code
+(78 for config), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tallylight import __version__
+from tallylight import config as config_mod
+from tallylight.errors import TallylightError
+
+_LOG = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="F", type=Path,
+                        help="config file (default: /etc/tallylight/tallylight.toml if it exists, else config/tallylight.toml)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    p = argparse.ArgumentParser(prog="tallylight", description="An offline smart speaker whose light never lies.")
+    p.add_argument("--version", action="version", version=f"tallylight {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub.add_parser("run", parents=[common], help="run the speaker (the audio daemon)")
+    listen = sub.add_parser("listen", parents=[common], help="run the same pipeline on recordings, as fast as possible")
+    listen.add_argument("files", nargs="+", metavar="FILE", type=Path, help="WAV files, any rate and channel count")
+    listen.add_argument("--json", action="store_true", help="one JSON object per event and line")
+    listen.add_argument("--act", action="store_true", help="carry out the actions of recognized commands")
+    sub.add_parser("check", parents=[common], help="check the config, audio devices, GPIO and engines")
+    ledger = sub.add_parser("ledger", parents=[common], help="show when the mic was muted, listening, capturing or uploading")
+    ledger.add_argument("--verify", action="store_true", help="check the hash chain: detects edits, deletions and truncation")
+    ledger.add_argument("--file", type=Path, help="a ledger file (default: ledger.jsonl in the configured state directory)")
+    sub.add_parser("devices", parents=[common], help="list audio input devices")
+    models = sub.add_parser("models", parents=[common], help="speech models")
+    msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
+    dl = msub.add_parser("download", help="download and check a vosk model")
+    dl.add_argument("name", help="model name, e.g. small-en-us")
+    dl.add_argument("--dest", type=Path, help="folder to unpack into (default: <state dir>/models)")
+    return p
+
+
+def _load_config(args: argparse.Namespace) -> config_mod.Config:
+    path = args.config or config_mod.default_path()
+    return config_mod.load(path)
+
+
+def _setup_logging(level: str) -> None:
+    # journald adds the time; keep lines short and greppable.
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = _load_config(args)
+        _setup_logging("debug" if args.verbose else cfg.daemon.log_level)
+        return _VERBS[args.verb](cfg, args)
+    except TallylightError as e:
+        print(f"tallylight: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.daemon import Daemon
+
+    daemon = Daemon(cfg, consumer_factory=_consumer_factory(cfg))
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def _consumer_factory(cfg: config_mod.Config):
+    """The recognizer + command matcher, when the speech module is installed."""
+    try:
+        from tallylight.speech.understand import make_understander
+    except ImportError:
+        return None
+    return lambda: make_understander(cfg)
+
+
+def cmd_listen(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.listen import listen_files
+
+    return listen_files(cfg, args.files, as_json=args.json, act=args.act, consumer_factory=_consumer_factory(cfg))
+
+
+def cmd_ledger(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight import ledger
+
+    path = args.file or cfg.state_dir / "ledger.jsonl"
+    if args.verify:
+        result = ledger.verify(path)
+        print(result.summary(path))
+        return 0 if result.ok else 1
+    if not path.exists():
+        print(f"tallylight: no ledger at {path} yet (it is written by `tallylight run`)", file=sys.stderr)
+        return 1
+    for line in ledger.timeline(path):
+        print(line)
+    return 0
+
+
+def cmd_devices(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.audio.device import devices_report, open_pyaudio
+
+    with open_pyaudio() as pa:
+        print(devices_report(pa))
+    return 0
+
+
+def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.check import run_checks
+
+    return run_checks(cfg, out=sys.stdout)
+
+
+def cmd_models(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.speech.models import download_model
+
+    dest = args.dest or cfg.state_dir / "models"
+    path = download_model(args.name, dest)
+    print(f"model ready: {path}")
+    print(f"set recognizer.vosk_model = \"{path}\" in {cfg.path or 'your config'}")
+    return 0
+
+
+_VERBS = {"run": cmd_run, "listen": cmd_listen, "check": cmd_check, "ledger": cmd_ledger,
+          "devices": cmd_devices, "models": cmd_models}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""`tallylight run`: the audio daemon's loop.
+
+Concurrency: one owner. The main thread owns the microphone, the gate, the pipeline, the light and
+the ledger, and runs the loop below. Other threads only *signal* it: gpiozero's callback thread
+records mute-control edges (MuteControl.edge_event), the reply speaker's thread sets
+`pipeline.wake_suppressed`, and SIGTERM/SIGINT set `_stopping`. Each loop turn reads one audio block
+(20 ms by default) and then asks the mute control again, so a mute edge closes the mic within one
+block (P1); a block read while the edge happened is dropped unprocessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from tallylight import __version__
+from tallylight.config import Config
+from tallylight.errors import AudioError, EngineError, HardwareError, LedgerError, TallylightError
+from tallylight.events import Event
+from tallylight.gate import PrivacyGate, State
+from tallylight.ledger import Ledger
+
+_LOG = logging.getLogger(__name__)
+
+
+def build_pipeline(cfg: Config, gate: PrivacyGate, consumer=None):
+    """The same pipeline for the daemon and for `tallylight listen`."""
+    from tallylight.capture import DebugRecorder
+    from tallylight.pipeline import Pipeline
+    from tallylight.vad import Endpointer, make_voice_detector
+    from tallylight.wake import make_wake_detector
+
+    wake = make_wake_detector(cfg.wake)
+    endpointer = Endpointer(make_voice_detector(cfg.capture), cfg.capture.end_silence_s, cfg.capture.no_speech_s,
+                            cfg.capture.max_s, cfg.audio.block_ms)
+    recorder = DebugRecorder(cfg.debug.record_dir) if cfg.debug.record_dir else None
+    return Pipeline(gate, wake, endpointer, cfg.capture, consumer=consumer, recorder=recorder)
+
+
+def last_known_muted(ledger: Ledger) -> bool | None:
+    """Whether the mic was muted when the daemon last stopped (for mute.at_start = "last")."""
+    last = ledger.last_entry
+    if not last:
+        return None
+    state = last.get("state_before") if last.get("event") == "stop" else last.get("state")
+    return None if state is None else state == State.MUTED.value
+
+
+class Daemon:
+    """Brings the parts up, runs the loop, fails closed, and shuts down cleanly."""
+
+    def __init__(self, cfg: Config, *, pyaudio_module: Any = None, pin_factory: Any = None, notifier: Any = None,
+                 consumer_factory: Callable[[], Any] | None = None, on_event: Callable[[Event], None] | None = None):
+        self.cfg = cfg
+        self._pyaudio_module = pyaudio_module
+        self._pin_factory = pin_factory
+        self._consumer_factory = consumer_factory
+        self._on_event = on_event
+        if notifier is None:
+            from tallylight.notify import Notifier
+            notifier = Notifier()
+        self.notifier = notifier
+        self._stopping = threading.Event()
+        self.ledger: Ledger | None = None
+        self.indicator = None
+        self.gate: PrivacyGate | None = None
+        self.mute = None
+        self.mic = None
+        self.pipeline = None
+        self.blocks_read = 0
+        self.mute_latencies: list[float] = []  # edge -> stream closed, seconds (for scripts/bench)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """Safe from a signal handler or another thread."""
+        self._stopping.set()
+        if self.mute is not None:
+            self.mute.edge_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        try:
+            self._bring_up()
+            self.notifier.ready(f"listening with {self.cfg.wake.engine} '{self.cfg.wake.model}'")
+            self._loop()
+            return 0
+        finally:
+            self._shut_down()
+
+    def _bring_up(self) -> None:
+        """Parts that must work before anything else. A failure here is a one-line error and exit:
+        systemd restarts us with backoff, and no mic was ever opened."""
+        from tallylight.audio.device import MicSource
+        from tallylight.hardware.indicator import make_indicator
+        from tallylight.hardware.mute import MuteControl
+        from tallylight.hardware.pins import make_pin_factory
+
+        cfg = self.cfg
+        self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
+        last_muted = last_known_muted(self.ledger)
+        self.ledger.append("start", version=__version__, pid=_pid())
+        # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
+        # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
+        factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
+        self.indicator = make_indicator(cfg.indicator, pin_factory=factory)
+        self.gate = PrivacyGate(self.indicator, self.ledger, debug_recording=bool(cfg.debug.record_dir))
+        if cfg.debug.record_dir:
+            _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
+        start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
+        self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
+        consumer = self._consumer_factory() if self._consumer_factory else None
+        self.pipeline = build_pipeline(cfg, self.gate, consumer)
+        self.mic = MicSource(cfg.audio, pyaudio_module=self._pyaudio_module)
+        self._apply_switch(self.mute.muted)
+
+    def _shut_down(self) -> None:
+        """Mic closed, audio wiped, light off, ledger flushed; safe after a partial bring-up."""
+        self.notifier.stopping()
+        state_before = self.gate.state.value if self.gate else None
+        if self.pipeline is not None:
+            self.pipeline.forget()
+        if self.gate is not None:
+            self.gate.mute("shutdown")
+        if self.mic is not None:
+            self.mic.close()
+        if self.ledger is not None:
+            try:
+                self.ledger.append("stop", reason="shutdown", state_before=state_before)
+            except TallylightError as e:
+                _LOG.error("%s", e)
+        for part in (self.pipeline, self.mute, self.indicator, self.ledger):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception as e:  # keep closing the rest
+                    _LOG.error("while closing %s: %s", type(part).__name__, e)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            self.notifier.watchdog()
+            try:
+                if self.gate.state is State.ERROR:
+                    self._recover()
+                else:
+                    self._turn()
+                    backoff = 0.5
+            except (AudioError, HardwareError, LedgerError, EngineError) as e:
+                self._fail(str(e))
+            if self.gate.state is State.ERROR:
+                self._wait(backoff)
+                backoff = min(backoff * 2, self.cfg.daemon.retry_max_s)
+
+    def _turn(self) -> None:
+        self._poll_switch()
+        if not self.gate.mic_open_allowed:
+            self._close_mic()
+            self.mute.edge_event.wait(0.05)
+            self.mute.edge_event.clear()
+            return
+        if not self.mic.is_open:
+            self.mic.open()
+            _LOG.info("microphone open: %s", getattr(self.mic.device, "name", "?"))
+        block = self.mic.read()
+        self.blocks_read += 1
+        # An edge during that read means the block was (partly) heard after the mute: drop it.
+        self._poll_switch()
+        if not self.gate.mic_open_allowed:
+            self._close_mic()
+            return
+        self._emit(self.pipeline.process(block))
+
+    def _poll_switch(self) -> None:
+        change = self.mute.poll()
+        if change is not None:
+            self._apply_switch(change)
+
+    def _apply_switch(self, muted: bool) -> None:
+        self.gate.switch_changed(muted)
+        if not self.gate.mic_open_allowed:
+            self._close_mic()
+            self.pipeline.forget()
+        self._emit(self.pipeline.drain())
+
+    def _close_mic(self) -> None:
+        if self.mic.is_open:
+            self.mic.close()
+            edge = self.mute.last_edge_time
+            if edge is not None and self.gate.state is State.MUTED:
+                self.mute_latencies.append(time.monotonic() - edge)
+            _LOG.info("microphone closed (%s)", self.gate.state.value)
+
+    def voice_mute(self) -> None:
+        """The "stop listening" command: mute now; only the physical control unmutes."""
+        self.mute.force_muted()
+        self.gate.mute("voice command")
+        self._close_mic()
+        self.pipeline.forget()
+
+    def _fail(self, reason: str) -> None:
+        self.gate.fail(reason)
+        self._close_mic()
+        self.pipeline.forget()
+        self.notifier.status(f"error: {reason}")
+        self._emit(self.pipeline.drain())
+
+    def _recover(self) -> None:
+        self._poll_switch_raw()
+        if self.gate.recover(self.mute.muted):
+            _LOG.info("recovered: %s", self.gate.state.value)
+            self.notifier.status(self.gate.state.value)
+        self._emit(self.pipeline.drain())
+
+    def _poll_switch_raw(self) -> None:
+        self.mute.poll()  # raises SwitchError while the control still cannot be read
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self.notifier.watchdog()
+            self._stopping.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    def _emit(self, events: list[Event]) -> None:
+        for ev in events:
+            _LOG.info("%s", _describe(ev))
+            if self._on_event:
+                self._on_event(ev)
+
+
+def _describe(ev: Event) -> str:
+    d = ev.to_dict()
+    kind = d.pop("event")
+    d.pop("t", None)
+    return kind + " " + " ".join(f"{k}={v}" for k, v in d.items())
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()
+
+
+def run(cfg: Config) -> int:
+    daemon = Daemon(cfg)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    except TallylightError as e:
+        print(f"tallylight: {e}", file=sys.stderr)
+        return e.exit_code

@@ -1,0 +1,101 @@
+"""Config: defaults, one-line errors naming file and key, exit code 78, shipped file documents all."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tallylight import config
+from tallylight.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "t.toml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_config_loads_and_equals_defaults(repo):
+    cfg = config.load(repo / "config" / "tallylight.toml")
+    for section in config.section_fields():
+        assert getattr(cfg, section) == getattr(config.Config(), section), section
+
+
+def test_shipped_config_documents_every_key_with_a_comment(repo):
+    """Each key sits under a comment (keys in a group, like red/green/blue_pin, may share one)."""
+    lines = (repo / "config" / "tallylight.toml").read_text().splitlines()
+    section, seen = None, {}
+    for n, line in enumerate(lines):
+        if m := re.match(r"\[(\w+)\]", line):
+            section = m.group(1)
+        elif m := re.match(r"(\w+)\s*=", line):
+            j = n - 1
+            while j >= 0 and re.match(r"\w+\s*=", lines[j]):
+                j -= 1
+            seen[(section, m.group(1))] = j >= 0 and lines[j].lstrip().startswith("#")
+    for section, keys in config.section_fields().items():
+        for key in keys:
+            assert (section, key) in seen, f"{section}.{key} missing from config/tallylight.toml"
+            assert seen[(section, key)], f"{section}.{key} has no comment above it"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[audio]\nblock_ms = 5\n", ["audio.block_ms", "10 to 100", "5"]),
+    ("[audio]\nbogus = 1\n", ["unknown key audio.bogus", "block_ms"]),
+    ("[nosuch]\n", ["unknown section [nosuch]"]),
+    ("[wake]\nengine = \"snowboy\"\n", ["wake.engine", "'microwakeword'"]),
+    ("[mute]\npin = true\n", ["mute.pin", "an integer"]),
+    ("[mute]\npin = 40\n", ["mute.pin", "BCM GPIO number"]),
+    ("[capture]\nring_s = 3\n", ["capture.ring_s", "0.1 to 2"]),
+    ("[capture]\nring_s = 0.5\npreroll_s = 1.0\n", ["capture.preroll_s", "ring_s"]),
+    ("[indicator]\nkind = \"rgbled\"\n", ["red_pin"]),
+    ("[audio]\ndevice = 1.5\n", ["audio.device", "a string or an integer"]),
+    ("audio = 3\n", ["[audio] must be a table"]),
+    ("[audio\n", ["not valid TOML"]),
+])
+def test_bad_values_name_file_and_key(tmp_path, text, words):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    msg = str(e.value)
+    assert str(p) in msg and "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_int_accepted_for_float_keys(tmp_path):
+    cfg = config.load(write(tmp_path, "[wake]\nsensitivity = 1\n"))
+    assert cfg.wake.sensitivity == 1.0 and isinstance(cfg.wake.sensitivity, float)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        config.load(tmp_path)
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"\xff\xfe[audio]")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+@pytest.mark.parametrize("verb", ["check", "run", "ledger", "devices"])
+def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb):
+    p = write(tmp_path, "[audio]\nblock_ms = \"fast\"\n")
+    r = subprocess.run([sys.executable, "-m", "tallylight", verb, "--config", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "audio.block_ms" in lines[0] and str(p) in lines[0]
+
+
+def test_state_dir_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "sd"))
+    assert config.Config().state_dir == tmp_path / "sd"
+    cfg = config.from_dict({"daemon": {"state_dir": str(tmp_path / "x")}})
+    assert cfg.state_dir == tmp_path / "x"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert config.Config().state_dir == tmp_path / "xdg" / "tallylight"
