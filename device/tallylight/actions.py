@@ -1,0 +1,499 @@
+"""Carry out a recognized command: built-ins, GPIO outputs and programs. Returns what to say.
+
+`ActionRunner.perform(match)` takes a recognized intent (duck-typed: `match.command` with `name`,
+`action`, `options`, `reply`, `slots`; `match.slots`, a mapping of typed values; `match.text`, the
+transcript) and returns an `ActionResult`. It never touches the microphone or the privacy gate: the
+`mute` action only sets `ActionResult.mute`, and the daemon enters MUTED through the gate.
+
+Actions (`command.action`):
+- `time`: "It's 3:05 PM."
+- `timer`: starts a timer of its duration slot (seconds), or its `hours`/`minutes`/`seconds` int
+  slots, or `options.seconds`; the daemon plays the alarm for what `timers.tick(now)` returns.
+- `timer_cancel`: cancels the latest timer (`options.all = true`: every timer).
+- `volume_up` / `volume_down`: the ALSA mixer through `amixer -M sset CONTROL STEP%+/-`.
+- `stop`: sets `ActionResult.stop`; the daemon cuts the reply or alarm that is playing.
+- `mute`: sets `ActionResult.mute`.
+- `gpio`: `options.pin` (BCM), `options.set` = on | off | toggle | pulse, `options.pulse_s`.
+- `run`: `options.argv`, a list run without a shell, `{slot}` placeholders filled per element.
+
+Reply templates (`command.reply`) may use the slots by name and these fields (they win over a slot
+of the same name): `time`, `date`, `duration`, `volume`, `state`, `output`, `count`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from tallylight.errors import HardwareError, TallylightError
+from tallylight.reply import render
+from tallylight.timers import Timers
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, that didn't work."
+MUTE_REPLY = "Microphone off. Press the mute button to turn it back on."
+DEFAULT_REPLIES = {
+    "time": "It's {time}.",
+    "timer": "Timer set for {duration}.",
+    "timer_cancel": "Timer cancelled.",
+    "mute": MUTE_REPLY,
+    "gpio": "Okay.",
+    "run": "Okay.",
+}
+# The most of a program's output used for a reply, and kept from its stderr for the log.
+MAX_OUTPUT_CHARS = 200
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+class ActionError(TallylightError):
+    """An action could not be carried out (bad options, a program that failed)."""
+
+
+class MixerError(HardwareError):
+    """The ALSA mixer cannot be used (no control of that name, no card, no amixer)."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What happened. `reply` is the text to speak (None: say nothing); `detail` one line for the log."""
+
+    ok: bool
+    reply: str | None
+    detail: str = ""
+    mute: bool = False  # the daemon enters MUTED through the privacy gate
+    stop: bool = False  # the daemon cuts the current reply or alarm
+
+
+# -- the mixer ------------------------------------------------------------------------------------
+
+
+class Mixer:
+    """Volume through ALSA's `amixer` (Debian's alsa-utils). `-M` uses the mapped (perceived) scale,
+    so ten steps of 10% sound even rather than bunched at the top."""
+
+    def __init__(
+        self,
+        control: str = "Master",
+        *,
+        device: str = "",
+        env: Mapping[str, str] | None = None,
+        amixer: str = "amixer",
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.control = control
+        self.device = device
+        self._env = dict(env) if env is not None else None
+        self._amixer = amixer
+        self._timeout_s = timeout_s
+
+    def argv(self, *args: str) -> list[str]:
+        """The amixer command line for `args` (e.g. "sset", "Master", "10%+")."""
+        dev = ["-D", self.device] if self.device else []
+        return [self._amixer, *dev, "-M", *args]
+
+    def change(self, percent: int) -> int:
+        """Raise (percent > 0) or lower the volume; returns the new level in percent."""
+        step = f"{abs(int(percent))}%{'+' if percent >= 0 else '-'}"
+        return self._level(self._amixer_run("sset", self.control, step))
+
+    def get(self) -> int:
+        """The current level in percent."""
+        return self._level(self._amixer_run("sget", self.control))
+
+    def _amixer_run(self, *args: str) -> str:
+        argv = self.argv(*args)
+        try:
+            done = subprocess.run(
+                argv, env=self._env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self._timeout_s
+            )
+        except FileNotFoundError:
+            raise MixerError(f"{self._amixer} not found (apt-get install alsa-utils)") from None
+        except subprocess.TimeoutExpired:
+            raise MixerError(f"amixer took over {self._timeout_s:g} s (is the sound card hung?)") from None
+        if done.returncode == 0:
+            return done.stdout
+        err = done.stderr
+        if "Unable to find simple control" in err:
+            raise MixerError(
+                f"no mixer control {self.control!r} (set actions.mixer_control; `amixer scontrols` lists them)"
+            )
+        if "Mixer attach" in err or "cannot find card" in err or "Invalid CTL" in err:
+            where = repr(self.device) if self.device else "the default sound card"
+            raise MixerError(f"no mixer on {where} (set actions.mixer_device; `aplay -l` lists sound cards)")
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        raise MixerError(f"amixer failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+    def _level(self, output: str) -> int:
+        m = re.search(r"\[(\d+)%\]", output)
+        if not m:
+            raise MixerError(f"mixer control {self.control!r} has no volume (pick another with actions.mixer_control)")
+        return int(m.group(1))
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def spoken_duration(seconds: float) -> str:
+    """3725 -> "1 hour 2 minutes 5 seconds"; 60 -> "1 minute"."""
+    s = int(round(seconds))
+    parts = []
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        n, s = divmod(s, size)
+        if n:
+            parts.append(f"{n} {unit}{'' if n == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
+
+
+def spoken_time(t: float) -> str:
+    """Local time of day as people say it: "3:05 PM"."""
+    lt = time.localtime(t)
+    hour = lt.tm_hour % 12 or 12
+    return f"{hour}:{lt.tm_min:02d} {'AM' if lt.tm_hour < 12 else 'PM'}"
+
+
+def _slot_specs(command: Any) -> dict[str, Any]:
+    """The command's declared slots by name: a mapping, or a sequence of objects with `.name`."""
+    slots = getattr(command, "slots", None) or {}
+    if isinstance(slots, Mapping):
+        return dict(slots)
+    return {getattr(s, "name", None): s for s in slots}
+
+
+def _spec_attr(spec: Any, name: str) -> Any:
+    return spec.get(name) if isinstance(spec, Mapping) else getattr(spec, name, None)
+
+
+def check_slot(command: Any, name: str, value: Any) -> None:
+    """Refuse a slot value the command's grammar could not have produced (ActionError).
+
+    The matcher already checked it; this is the second lock, because the value is about to become a
+    program argument: an int or duration slot must be an int (in the int's range), an enum value one
+    of the enum's values. A slot the command does not declare, or of a kind we do not know, is refused.
+    """
+    specs = _slot_specs(command)
+    if name not in specs:
+        raise ActionError(f"command {command.name!r} has no slot {{{name}}}")
+    spec = specs[name]
+    kind = str(_spec_attr(spec, "kind") or "")
+    if kind in ("int", "duration"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ActionError(f"slot {{{name}}} of {command.name!r} must be a whole number, not {value!r}")
+        if kind == "duration":
+            if value < 1:
+                raise ActionError(f"slot {{{name}}} of {command.name!r} is {value} seconds, not a length")
+            return
+        lo, hi = _spec_attr(spec, "lo"), _spec_attr(spec, "hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ActionError(f"slot {{{name}}} of {command.name!r} is {value}, outside {lo}-{hi}")
+        return
+    if kind == "enum":
+        values = _spec_attr(spec, "values") or {}
+        # `values` maps the words heard to the value handed to the action: only those values pass.
+        allowed = set(values.values()) if isinstance(values, Mapping) else set(values)
+        if not isinstance(value, str) or value not in allowed:
+            raise ActionError(f"slot {{{name}}} of {command.name!r} is {value!r}, not one of its values")
+        return
+    raise ActionError(f"slot {{{name}}} of {command.name!r} has an unknown kind {kind!r}")
+
+
+def fill_argv(command: Any, argv: Any, slots: Mapping[str, Any]) -> list[str]:
+    """Substitute `{slot}` in each argv element (never splitting or joining elements).
+
+    The program (argv[0]) must be fixed: a voice must not choose what runs."""
+    if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ActionError(f"command {command.name!r}: options.argv must be a non-empty list of strings")
+    if any(m.group(1) is not None for m in _PLACEHOLDER.finditer(argv[0])):
+        raise ActionError(f"command {command.name!r}: the program (argv[0]) cannot contain a {{slot}}")
+    out = []
+    for arg in argv:
+
+        def fill(m: re.Match) -> str:
+            token = m.group(0)
+            if token in ("{{", "}}"):
+                return token[0]
+            name = m.group(1)
+            if name not in slots:
+                raise ActionError(f"command {command.name!r}: argv uses {{{name}}}, which was not heard")
+            check_slot(command, name, slots[name])
+            return str(slots[name])
+
+        out.append(_PLACEHOLDER.sub(fill, arg))
+    return out
+
+
+def _one_line(data: bytes | str | None) -> str:
+    if not data:
+        return ""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:MAX_OUTPUT_CHARS] if lines else ""
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+class ActionRunner:
+    """Carries out matched commands. Holds the GPIO outputs it opened, the timers and the mixer."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        pin_factory: Any = None,
+        mixer: Mixer | None = None,
+        timers: Timers | None = None,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._pin_factory = pin_factory
+        self.mixer = mixer or Mixer(cfg.mixer_control, device=getattr(cfg, "mixer_device", ""))
+        self.timers = timers or Timers()
+        self._clock = clock
+        # The environment programs start from (the daemon's, by default), minus our own variables.
+        base = dict(os.environ if env is None else env)
+        self._env = {k: v for k, v in base.items() if not k.startswith("TALLYLIGHT_")}
+        self._outputs: dict[int, Any] = {}
+        self._closed = False
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def perform(self, match: Any) -> ActionResult:
+        """Carry out `match.command.action`; never raises for a failed action (ok=False instead)."""
+        command = match.command
+        action = command.action
+        handler = getattr(self, f"_do_{action}", None)
+        if handler is None:
+            return ActionResult(False, SORRY, f"command {command.name!r}: unknown action {action!r}")
+        if self._closed:
+            return ActionResult(False, SORRY, "actions are closed")
+        try:
+            result = handler(match)
+        except TallylightError as e:
+            log.warning("command %r (%s) failed: %s", command.name, action, e)
+            return ActionResult(False, SORRY, str(e))
+        except Exception as e:  # noqa: BLE001 - one broken action must not take the speaker down
+            log.exception("command %r (%s) failed", command.name, action)
+            return ActionResult(False, SORRY, f"{type(e).__name__}: {e}")
+        log.info("command %r (%s): %s", command.name, action, result.detail or ("ok" if result.ok else "failed"))
+        return result
+
+    def close(self) -> None:
+        """Close the GPIO outputs (each goes to its off state) and drop the timers. Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for pin, device in list(self._outputs.items()):
+            try:
+                device.close()
+            except Exception:  # noqa: BLE001 - close the others anyway
+                log.exception("closing GPIO output on pin %d failed", pin)
+        self._outputs.clear()
+        self.timers.close()
+
+    # -- replies ----------------------------------------------------------------------------------
+
+    def _reply(self, match: Any, **fields: Any) -> str | None:
+        template = match.command.reply
+        if template is None:
+            template = DEFAULT_REPLIES.get(match.command.action)
+        if template is None:
+            return None
+        # Slots by the words heard ("twenty one", the enum's spoken word) when the matcher gives
+        # them, else by value; the action's own fields win over a slot of the same name.
+        merged = {**dict(match.slots), **dict(getattr(match, "spans", None) or {}), **fields}
+        merged.setdefault("time", spoken_time(self._clock()))
+        merged.setdefault("date", time.strftime("%A, %B %-d", time.localtime(self._clock())))
+        return render(template, merged) or None
+
+    # -- built-ins --------------------------------------------------------------------------------
+
+    def _do_time(self, match: Any) -> ActionResult:
+        now = spoken_time(self._clock())
+        return ActionResult(True, self._reply(match, time=now), now)
+
+    def _do_timer(self, match: Any) -> ActionResult:
+        seconds = _timer_seconds(match)
+        if seconds is None:
+            return ActionResult(False, "How long should the timer run?", "no duration slot heard")
+        duration = spoken_duration(seconds)
+        try:
+            timer = self.timers.start(seconds, f"{duration} timer")
+        except ValueError as e:
+            return ActionResult(False, f"I can't set that timer: {e}.", str(e))
+        return ActionResult(True, self._reply(match, duration=duration), f"timer {timer.id}: {seconds:g} s")
+
+    def _do_timer_cancel(self, match: Any) -> ActionResult:
+        if match.command.options.get("all"):
+            n = self.timers.cancel_all()
+            ok = n > 0
+        else:
+            n = 1 if self.timers.cancel() else 0
+            ok = n == 1
+        if not ok:
+            return ActionResult(False, "There is no timer.", "no timer running")
+        return ActionResult(True, self._reply(match, count=n), f"{n} cancelled")
+
+    def _do_volume_up(self, match: Any) -> ActionResult:
+        return self._volume(match, +match.command.options.get("step", self._cfg.volume_step))
+
+    def _do_volume_down(self, match: Any) -> ActionResult:
+        return self._volume(match, -match.command.options.get("step", self._cfg.volume_step))
+
+    def _volume(self, match: Any, step: int) -> ActionResult:
+        try:
+            level = self.mixer.change(step)
+        except MixerError as e:
+            # The spoken part stays short; the fix (a config key, a command) goes to the log.
+            spoken = str(e).split(" (", 1)[0]
+            return ActionResult(False, f"I can't change the volume: {spoken}.", str(e))
+        return ActionResult(True, self._reply(match, volume=level), f"volume {level}%")
+
+    def _do_stop(self, match: Any) -> ActionResult:
+        return ActionResult(True, self._reply(match), "stop", stop=True)
+
+    def _do_mute(self, match: Any) -> ActionResult:
+        return ActionResult(True, self._reply(match), "mute by voice", mute=True)
+
+    # -- GPIO -------------------------------------------------------------------------------------
+
+    def _do_gpio(self, match: Any) -> ActionResult:
+        opts = match.command.options
+        pin, mode = opts.get("pin"), opts.get("set")
+        name = match.command.name
+        if isinstance(pin, bool) or not isinstance(pin, int) or not 0 <= pin <= 27:
+            raise ActionError(f"command {name!r}: options.pin must be a BCM GPIO number 0-27, not {pin!r}")
+        if mode not in ("on", "off", "toggle", "pulse"):
+            raise ActionError(f"command {name!r}: options.set must be on, off, toggle or pulse, not {mode!r}")
+        device = self._output(pin, bool(opts.get("active_high", True)))
+        if mode == "on":
+            device.on()
+        elif mode == "off":
+            device.off()
+        elif mode == "toggle":
+            device.toggle()
+        else:
+            pulse_s = opts.get("pulse_s", 0.5)
+            if isinstance(pulse_s, bool) or not isinstance(pulse_s, (int, float)) or not 0 < pulse_s <= 60:
+                raise ActionError(f"command {name!r}: options.pulse_s must be 0-60 seconds, not {pulse_s!r}")
+            # gpiozero's own background thread turns it off again; a pulse never blocks the daemon.
+            device.blink(on_time=float(pulse_s), off_time=0.0, n=1, background=True)
+        state = "pulsed" if mode == "pulse" else ("on" if device.value else "off")
+        return ActionResult(True, self._reply(match, state=state), f"GPIO{pin} {state}")
+
+    def _output(self, pin: int, active_high: bool) -> Any:
+        """The output device on `pin`, opened on first use and kept (so its state stays put)."""
+        device = self._outputs.get(pin)
+        if device is not None:
+            return device
+        from gpiozero import DigitalOutputDevice
+        from gpiozero.exc import BadPinFactory, GPIOZeroError
+
+        try:
+            device = DigitalOutputDevice(
+                pin, active_high=active_high, initial_value=False, pin_factory=self._pin_factory
+            )
+        except BadPinFactory:
+            raise HardwareError(
+                f"GPIO{pin}: no GPIO on this machine (on a Pi install lgpio; to try without one set gpio.pin_factory = 'mock')"
+            ) from None
+        except GPIOZeroError as e:
+            raise HardwareError(f"GPIO{pin} cannot be used as an output: {e} (pick a free pin in the command's options)") from None
+        self._outputs[pin] = device
+        return device
+
+    # -- programs ---------------------------------------------------------------------------------
+
+    def _do_run(self, match: Any) -> ActionResult:
+        command, opts = match.command, match.command.options
+        argv = fill_argv(command, opts.get("argv"), match.slots)
+        timeout = opts.get("timeout_s", self._cfg.run_timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ActionError(f"command {command.name!r}: options.timeout_s must be 0-3600 seconds, not {timeout!r}")
+        env = dict(self._env)
+        env["TALLYLIGHT_COMMAND"] = command.name
+        if opts.get("pass_transcript", False) is True:
+            # In the environment, not argv: any user on the machine can read every process's argv
+            # (`ps`, /proc/PID/cmdline), but only its owner and root can read its environment; and
+            # free text in argv could be taken for an option.
+            env["TALLYLIGHT_TRANSCRIPT"] = match.text
+        program = argv[0]
+        try:
+            # No shell, no stdin (and so no audio, ever), its own process group so a timeout kills
+            # everything it started.
+            proc = subprocess.Popen(
+                argv,
+                shell=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ActionError(f"command {command.name!r}: program not found: {program!r} (check options.argv)") from None
+        except PermissionError:
+            raise ActionError(f"command {command.name!r}: program not executable: {program!r} (chmod +x it)") from None
+        except OSError as e:
+            raise ActionError(f"command {command.name!r}: cannot start {program!r}: {e.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return ActionResult(
+                False, "Sorry, that took too long.", f"{program!r} still running after {timeout:g} s: killed"
+            )
+        first = next((ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()), "")
+        first = first[:MAX_OUTPUT_CHARS]
+        if proc.returncode != 0:
+            why = _one_line(err) or f"exit status {proc.returncode}"
+            status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+            return ActionResult(False, SORRY, f"{program!r} failed ({status}): {why}")
+        return ActionResult(True, self._reply(match, output=first), f"{program!r} ok")
+
+
+# Int slots a timer takes its length from, by name; any duration slot (whole seconds) also counts.
+TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
+
+
+def _timer_seconds(match: Any) -> float | None:
+    """The timer's length: its duration slot (seconds), else its hours/minutes/seconds int slots,
+    else `options.seconds`; None when nothing says how long."""
+    command, slots = match.command, match.slots
+    specs = _slot_specs(command)
+    total, found = 0, False
+    for name, value in slots.items():
+        kind = _spec_attr(specs.get(name), "kind") if name in specs else None
+        if kind == "duration" or (kind == "int" and name in TIMER_UNIT_SLOTS):
+            check_slot(command, name, value)
+            total += value * (1 if kind == "duration" else TIMER_UNIT_SLOTS[name])
+            found = True
+    if found:
+        return total
+    fixed = command.options.get("seconds")
+    if isinstance(fixed, (int, float)) and not isinstance(fixed, bool):
+        return float(fixed)
+    return None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the program and everything in its process group, then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        # A child that left the group (setsid) still holds the pipes: stop waiting for them.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+        proc.wait(timeout=2)
