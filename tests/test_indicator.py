@@ -450,3 +450,42 @@ def test_apa102_without_spi_says_how_to_enable_it():
 
 def test_on_and_off_constants():
     assert ON == (1.0, 1.0, 1.0) and OFF == (0.0, 0.0, 0.0)
+
+
+# --- the pin factory seam ----------------------------------------------------------------------
+
+def test_mock_factory_has_pwm_pins():
+    f = make_pin_factory("mock")
+    assert isinstance(f.pin(27), MockPWMPin)
+    f.close()
+
+
+def test_unknown_factory_name():
+    with pytest.raises(HardwareError) as err:
+        make_pin_factory("pigpio")
+    assert "'auto', 'lgpio' or 'mock'" in one_line(err)
+
+
+def test_auto_without_gpiochip_is_one_line_and_no_gpiozero_warnings(tmp_path):
+    import warnings
+
+    from tallylight.hardware.pins import gpio_available
+
+    assert not gpio_available(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(HardwareError) as err:
+            make_pin_factory("auto", dev=tmp_path)
+    assert caught == []
+    msg = one_line(err)
+    assert "no GPIO on this machine" in msg and "gpio.pin_factory = 'mock'" in msg
+
+
+@pytest.mark.skipif(any(Path("/dev").glob("gpiochip*")), reason="this machine has GPIO")
+def test_lgpio_missing_or_unopenable_is_one_line(tmp_path):
+    # Here lgpio is either not installed (x86 CI) or cannot open a gpiochip: both are one line.
+    (tmp_path / "gpiochip0").touch()
+    with pytest.raises(HardwareError) as err:
+        make_pin_factory("lgpio", dev=tmp_path)
+    msg = one_line(err)
+    assert "lgpio" in msg or "gpiochip" in msg or "GPIO chip" in msg

@@ -64,8 +64,9 @@ def _lgpio_factory(dev: Path):
     except Exception as e:  # lgpio.error, OSError, gpiozero errors: all mean "cannot open the chip"
         chips = ", ".join(sorted(p.name for p in dev.glob("gpiochip*"))) or "none"
         raise HardwareError(
-            f"cannot open the GPIO chip ({e}; chips: {chips}): run as a user in the 'gpio' group "
-            "(sudo usermod -aG gpio $USER, then log in again)"
+            f"cannot open the GPIO chip ({e}; chips: {chips}): on a Raspberry Pi, run as a user in the "
+            "'gpio' group (sudo usermod -aG gpio $USER, then log in again); elsewhere set "
+            "gpio.pin_factory = 'mock'"
         ) from None
 
 
