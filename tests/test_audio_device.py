@@ -19,6 +19,7 @@ from tallylight.audio.device import (
     choose_device,
     devices_report,
     list_input_devices,
+    open_pyaudio,
 )
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
@@ -216,11 +217,8 @@ def test_auto_channels():
 
 def test_devices_report_lists_every_input(file_mic_rig):
     file_mic_rig({"alphamic": tone(500, 0.1), "betamic": tone(500, 0.1)}, rate=16000, channels=1)
-    pa = pyaudio.PyAudio()
-    try:
+    with open_pyaudio() as pa:
         report = devices_report(pa)
-    finally:
-        pa.terminate()
     lines = report.splitlines()
     assert "index" in lines[0] and "16 kHz" in lines[0]
     assert lines[1].split() == ["*", "0", "alphamic", "128", "44100", "Hz", "yes"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 from tallylight.audio.convert import RATE, BlockConverter, Reblocker
 from tallylight.config import AudioConfig
@@ -60,6 +61,16 @@ def _pyaudio_module(module: ModuleType | None) -> ModuleType:
             "and pip install pyaudio"
         ) from None
     return pyaudio
+
+
+@contextmanager
+def open_pyaudio(pyaudio_module: ModuleType | None = None) -> Iterator[Any]:
+    """A PyAudio instance, terminated on exit (a live one pins PortAudio's device list and config)."""
+    pa = _pyaudio_module(pyaudio_module).PyAudio()
+    try:
+        yield pa
+    finally:
+        pa.terminate()
 
 
 def list_input_devices(pa: Any) -> list[InputDevice]:

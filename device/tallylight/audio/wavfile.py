@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tallylight.audio.convert import RATE, BlockConverter, Reblocker, block_bytes, to_s16
+from tallylight.audio.convert import RATE, BlockConverter, Reblocker, to_s16
 from tallylight.errors import AudioFileError
 
 log = logging.getLogger(__name__)
