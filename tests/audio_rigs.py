@@ -7,8 +7,12 @@ Two rigs, both driven through real PyAudio -> PortAudio -> ALSA:
   back stale buffers with no error, so the rig pads each file with `pad_s` of silence: read no more
   than the audio you put in plus that.
 - `pulse_mic(tmp)`: a PulseAudio server with a null sink; its monitor is the ALSA device
-  `virtmon`, paced in real time. `play()` feeds audio, `unplug()` unloads the sink and `kill()`
-  stops the server: the next `stream.read()` then fails like a mic pulled out of its socket.
+  `virtmon`, paced in real time. `play()` feeds audio (written at real-time pace by a thread),
+  `unplug()` unloads the sink and `kill()` stops the server: the next read then fails like a mic
+  pulled out of its socket. Measured here: the server starts in ~0.15 s; the first block after
+  opening takes up to ~1.7 s to arrive (the idle null sink works in large blocks), then one block
+  per block time; the first ~100 ms played is lost; channel N arrives as channel N (the sink and
+  player use ALSA's channel order, see `alsa_channel_map`).
 
 Both yield an object whose `.env` holds the environment a subprocess needs, and (unless told not to)
 set ALSA_CONFIG_PATH in this process while the `with` lasts, restoring it after. PortAudio reads the
