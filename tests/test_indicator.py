@@ -327,7 +327,24 @@ def test_a_blink_that_fails_later_is_reported(factory):
 
     assert wait_for(failed)
     with pytest.raises(IndicatorError):
-        ind.show(State.CAPTURING)  # stays failed: fail closed until restarted
+        ind.show(State.ERROR)  # the pin still cannot be driven
+    pin.fail = False  # the fault clears (a loose connector pushed back)
+    ind.show(State.CAPTURING)  # drives and confirms afresh
+    assert pin.state == 1
+    ind.close()
+
+
+def test_a_blink_failure_is_reported_by_the_next_show(factory):
+    pin = factory.pin(27, pin_class=FailingPin)
+    ind = make_indicator(IndicatorConfig(kind="led", pin=27), factory)
+    ind.show(State.UPLOADING)
+    pin.fail = True
+    assert wait_for(lambda: ind.fault is not None)
+    pin.fail = False
+    with pytest.raises(IndicatorError) as err:
+        ind.show(State.LISTENING)  # the gate hears of the failure even if it never called check()
+    assert "GPIO line write failed" in one_line(err)
+    ind.show(State.LISTENING)
     ind.close()
 
 

@@ -4,8 +4,8 @@
 gate (which only lets capture audio past the wake detector after `show(CAPTURING)` returns) never
 captures behind a dark light. Steady patterns are written and read back in the caller's thread; a
 blinking pattern writes and confirms its first phase ("on") in the caller's thread too, then a
-background thread carries on the rhythm and checks every write; if one fails, `check()` (and the next
-`show()`) raises IndicatorError.
+background thread carries on the rhythm and checks every write; if one fails, the next `check()` or
+`show()` raises IndicatorError (once; the show() after that drives and confirms afresh).
 
 What read-back can and cannot see: on GPIO it reads the level the pin is driven to (so a dead GPIO
 driver, a pin owned by something else or a closed device fails), not whether the LED itself glows; a
@@ -162,8 +162,7 @@ class Indicator:
         with self._lock:
             if self._closed:
                 raise IndicatorError(f"the {self.describe()} was closed: restart tallylight")
-            if self._fault:
-                raise IndicatorError(self._fault)
+            self._raise_fault()
             if pattern is self.pattern and not look.steady and self._animating():
                 self.state = state  # the same rhythm is running and healthy: do not restart it
                 return
@@ -174,11 +173,15 @@ class Indicator:
             if not look.steady:
                 self._start_animation(look)
 
+    @property
+    def fault(self) -> str | None:
+        """A failure of the blink thread not yet reported by check() or show(), else None."""
+        return self._fault
+
     def check(self) -> None:
         """Raise IndicatorError if the light has failed since the last show() (a blink write failed)."""
         with self._lock:
-            if self._fault:
-                raise IndicatorError(self._fault)
+            self._raise_fault()
             if self.pattern is not None and not self._closed:
                 look = self.pattern.colour if self.colour_light else self.pattern.mono
                 if not look.steady and not self._animating():
@@ -201,6 +204,16 @@ class Indicator:
                 log.warning("could not release the %s: %s", self.describe(), e)
 
     # Internals.
+    def _raise_fault(self) -> None:
+        """Report a failure of the blink thread, once: the next show() drives and confirms afresh, so
+        a light that works again can recover (through the gate's ERROR state), one that does not
+        fails again."""
+        if self._fault:
+            fault, self._fault = self._fault, None
+            self._stop_animation()
+            self.pattern, self.state = None, None
+            raise IndicatorError(fault)
+
     def _apply(self, look: Look, colour: RGB) -> None:
         want = self._scale(look, colour)
         try:
