@@ -403,6 +403,9 @@ def _porcupine_error(e: Exception, key_file: str) -> EngineError:
     return EngineError(f"Porcupine failed to start ({type(e).__name__}: {detail}): check wake.model and your .ppn file")
 
 
+_PORCUPINE_FLUSH_S = 3  # seconds of zeros that reset() feeds Porcupine (longer than any keyword)
+
+
 class PorcupineDetector(WakeDetector):
     """Picovoice Porcupine: a builtin keyword or a .ppn file; fed exactly frame_length samples."""
 
@@ -449,9 +452,11 @@ class PorcupineDetector(WakeDetector):
             raise _porcupine_error(e, "the AccessKey file") from None
 
     def _engine_reset(self) -> None:
-        # Porcupine has no reset in its API: it only keeps a short internal window, which the next
-        # frames flush; our partial frame is already dropped.
-        pass
+        # Porcupine's API has no reset, and re-creating it re-checks the AccessKey (online). Its
+        # state only spans a short window, so push that out with zeros: no earlier audio remains.
+        silence = [0] * self.frame_samples
+        for _ in range(_PORCUPINE_FLUSH_S * RATE // self.frame_samples):
+            self._pv.process(silence)
 
     def _engine_close(self) -> None:
         self._pv.delete()
