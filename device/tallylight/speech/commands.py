@@ -469,7 +469,7 @@ def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
                 where, a,
                 f"{conflict.text!r} can be heard with two different slot values"
                 + (f" (also via {b})" if b != a else "")
-                + ": put a fixed word between neighbouring slots",
+                + ": a slot must not border another slot, or optional words that could be part of it",
             )
         raise _fail(where, a, f"can be heard as {conflict.text!r}, and so can {b}: make the two commands' phrases differ")
     return commands

@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator, Mapping, Sequence, Union
 
 from tallylight.speech import numbers
@@ -306,17 +307,16 @@ class _Builder:
         self.eps.append([])
         return len(self.words) - 1
 
-    def word_path(self, start: int, end: int, words: Sequence[str], tag: str | None, trie: dict) -> None:
-        # Shared prefixes (a trie) keep number slots small: 1..99 is ~110 states, not ~190.
-        state = start
-        for i, w in enumerate(words):
-            key = (state, w)
-            if key not in trie:
-                nxt = self.state()
-                self.words[state].append((w, tag, nxt))
-                trie[key] = nxt
-            state = trie[key]
-        self.eps[state].append(end)
+    def word_set(self, start: int, end: int, dawg: "_Dawg", tag: str | None) -> None:
+        """Any one of a set of word sequences, from a minimal automaton of them (`_dawg`)."""
+        nodes, finals = dawg
+        ids = [self.state() for _ in nodes]
+        self.eps[start].append(ids[0])
+        for i, out in enumerate(nodes):
+            for w, j in out:
+                self.words[ids[i]].append((w, tag, ids[j]))
+            if finals[i]:
+                self.eps[ids[i]].append(end)
 
     def finish(self, start: int, final: int) -> _Nfa:
         closures: list[set[int] | None] = [None] * len(self.words)
@@ -369,21 +369,65 @@ def _duration_trees() -> list[Seq]:
     return _DURATION_TREES
 
 
-def _int_forms(lo: int, hi: int) -> list[str]:
-    return [f for n in range(lo, hi + 1) for f in numbers.spoken_forms(n)]
+@lru_cache(maxsize=64)
+def _int_forms(lo: int, hi: int) -> tuple[str, ...]:
+    return tuple(f for n in range(lo, hi + 1) for f in numbers.spoken_forms(n))
+
+
+# A minimal acyclic automaton of a set of word sequences: node 0 is the start; nodes[i] lists
+# (word, next node); finals[i] says whether a sequence may end at node i.
+_Dawg = tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[bool, ...]]
+
+
+@lru_cache(maxsize=64)
+def _dawg(forms: tuple[str, ...]) -> _Dawg:
+    """Shared prefixes and shared endings: the numbers 0-999 ("... hundred and twenty one") fold
+    into ~60 states instead of a ~9,000-state trie, which keeps config checks fast on a Pi."""
+    trie: list[dict[str, int]] = [{}]
+    ends = [False]
+    for form in forms:
+        node = 0
+        for w in form.split():
+            if w not in trie[node]:
+                trie.append({})
+                ends.append(False)
+                trie[node][w] = len(trie) - 1
+            node = trie[node][w]
+        ends[node] = True
+    # Bottom-up: nodes with the same ending and the same edges to the same classes are one node.
+    register: dict[tuple, int] = {}
+    canon: dict[int, int] = {}
+    nodes: list[tuple[tuple[str, int], ...]] = []
+    finals: list[bool] = []
+
+    def visit(i: int) -> int:
+        edges = tuple(sorted((w, visit(j)) for w, j in trie[i].items()))
+        key = (ends[i], edges)
+        if key not in register:
+            register[key] = len(nodes)
+            nodes.append(edges)
+            finals.append(ends[i])
+        canon[i] = register[key]
+        return canon[i]
+
+    root = visit(0)
+    # Renumber so that the start is node 0.
+    order = [root] + [k for k in range(len(nodes)) if k != root]
+    new = {old: i for i, old in enumerate(order)}
+    return (
+        tuple(tuple((w, new[j]) for w, j in nodes[old]) for old in order),
+        tuple(finals[old] for old in order),
+    )
 
 
 def _compile(tree: Seq, slots: Mapping[str, SlotType]) -> _Nfa:
     b = _Builder()
 
     def slot_fragment(start: int, end: int, slot: SlotType, tag: str) -> None:
-        trie: dict = {}
         if slot.kind == "int":
-            for form in _int_forms(slot.lo, slot.hi):
-                b.word_path(start, end, form.split(), tag, trie)
+            b.word_set(start, end, _dawg(_int_forms(slot.lo, slot.hi)), tag)
         elif slot.kind == "enum":
-            for spoken in slot.values:
-                b.word_path(start, end, spoken.split(), tag, trie)
+            b.word_set(start, end, _dawg(tuple(slot.values)), tag)
         else:  # duration: its own phrases, every word tagged with the outer slot
             n = SlotType("n", "int", 1, numbers.DURATION_N_MAX)
             for t in _duration_trees():
@@ -541,7 +585,10 @@ class Grammar:
         joined = " ".join(words)
         found: dict[tuple, Match] = {}
         for ph in self._phrases:
-            for _, tags in _runs(ph.nfa, words):
+            runs = _runs(ph.nfa, words)
+            if len(runs) >= _MAX_RUNS:
+                return None  # too many readings to be sure they agree: refuse rather than guess
+            for _, tags in runs:
                 typed, heard = _values(ph.command, words, tags)
                 found.setdefault(_key(ph.command, typed), Match(ph.command, FrozenMap(typed), joined, FrozenMap(heard)))
         return self._resolve(found)
@@ -555,7 +602,10 @@ class Grammar:
             return None
         found: dict[tuple, Match] = {}
         for ph in self._phrases:
-            for state, tags in _runs(ph.nfa, words, full=False):
+            runs = _runs(ph.nfa, words, full=False)
+            if len(runs) >= _MAX_RUNS:
+                return None
+            for state, tags in runs:
                 for more, more_tags in self._tails(ph.nfa, state, max_missing):
                     all_words = [*words, *more]
                     typed, heard = _values(ph.command, all_words, [*tags, *more_tags])
