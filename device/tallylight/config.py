@@ -46,6 +46,11 @@ def _key(default: Any, check: Callable[[Any], str | None] | None = None, types: 
 
 
 @dataclass(frozen=True)
+class HardwareConfig:
+    profile: str = _key("")
+
+
+@dataclass(frozen=True)
 class AudioConfig:
     device: str | int = _key("", types=(str, int))
     sample_rate: int = _key(0, _range(0, 192000))
@@ -142,6 +147,7 @@ class ActionsConfig:
 
 
 _SECTIONS: dict[str, type] = {
+    "hardware": HardwareConfig,
     "audio": AudioConfig,
     "wake": WakeConfig,
     "capture": CaptureConfig,
@@ -159,6 +165,7 @@ _SECTIONS: dict[str, type] = {
 @dataclass(frozen=True)
 class Config:
     path: Path | None = None
+    hardware: HardwareConfig = HardwareConfig()
     audio: AudioConfig = AudioConfig()
     wake: WakeConfig = WakeConfig()
     capture: CaptureConfig = CaptureConfig()
@@ -219,6 +226,7 @@ def _build_section(where: str, name: str, cls: type, raw: Any) -> Any:
 
 def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None = None) -> Config:
     """Build and validate a Config from parsed TOML. `where` names the source in error messages."""
+    raw = _with_profile(raw, where)
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "commands":
@@ -232,6 +240,24 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
     cfg = Config(path=path, commands=dict(raw.get("commands", {})), **sections)
     _check_across(where, cfg)
     return cfg
+
+
+def _with_profile(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """Lay the keys of the chosen hardware profile (config/profiles/NAME.toml) over the file's own."""
+    hw = raw.get("hardware")
+    name = hw.get("profile") if isinstance(hw, dict) else None
+    if not name or not isinstance(name, str):
+        return raw
+    from tallylight.hardware.profiles import load_profile, merge, profile_names
+
+    try:
+        overlay = load_profile(name)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: hardware.profile: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"{where}: hardware.profile = {name!r} cannot be loaded ({e}); "
+                          f"profiles: {', '.join(profile_names())}") from None
+    return merge(raw, overlay)
 
 
 def _check_across(where: str, cfg: Config) -> None:

@@ -60,11 +60,11 @@ class IntentMatched(Event):
     kind: ClassVar[str] = "intent"
     name: str
     slots: Mapping[str, Any] = field(default_factory=dict)
+    # The grammar's Match (command, typed slots, words heard), for the action runner; not printed.
+    match: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["slots"] = dict(self.slots)
-        return d
+        return {"event": self.kind, "t": round(self.t, 3), "name": self.name, "slots": dict(self.slots)}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ PyAudio segfaults when `open()` gets a device index that does not exist (it does
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,9 +65,30 @@ def _pyaudio_module(module: ModuleType | None) -> ModuleType:
 
 
 @contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence what ALSA, JACK and OSS print on file descriptor 2 while PortAudio probes devices
+    (dozens of "ALSA lib ... Unknown PCM" lines on every start). PortAudio still returns its errors
+    to us as exceptions, which we turn into one-line messages. Only used in the audio thread."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
 def open_pyaudio(pyaudio_module: ModuleType | None = None) -> Iterator[Any]:
     """A PyAudio instance, terminated on exit (a live one pins PortAudio's device list and config)."""
-    pa = _pyaudio_module(pyaudio_module).PyAudio()
+    module = _pyaudio_module(pyaudio_module)
+    with quiet_stderr():
+        pa = module.PyAudio()
     try:
         yield pa
     finally:
@@ -253,21 +275,23 @@ class MicSource:
         if self._stream is not None:
             return
         pyaudio = _pyaudio_module(self._pyaudio_arg)
-        pa = pyaudio.PyAudio()
+        with quiet_stderr():
+            pa = pyaudio.PyAudio()
         try:
             device = choose_device(pa, self.cfg.device)
             rate, channels = choose_format(pa, device, self.cfg, pyaudio)
             # One device period per output block: read() then returns about once per block.
             in_frames = max(1, rate * self.cfg.block_ms // 1000)
             try:
-                stream = pa.open(
-                    format=pyaudio.paInt16,
-                    channels=channels,
-                    rate=rate,
-                    input=True,
-                    input_device_index=device.index,
-                    frames_per_buffer=in_frames,
-                )
+                with quiet_stderr():
+                    stream = pa.open(
+                        format=pyaudio.paInt16,
+                        channels=channels,
+                        rate=rate,
+                        input=True,
+                        input_device_index=device.index,
+                        frames_per_buffer=in_frames,
+                    )
             except (OSError, ValueError) as e:
                 raise AudioDeviceError(
                     f"cannot open the microphone {device.name!r} ({_oserror_text(e)}): is another program "

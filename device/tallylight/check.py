@@ -1,0 +1,137 @@
+"""`tallylight check`: is everything this config needs here and working? Says what to fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Callable, TextIO
+
+from tallylight.config import Config
+from tallylight.errors import TallylightError
+
+
+class _Report:
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.problems = 0
+
+    def ok(self, what: str, detail: str) -> None:
+        self.out.write(f"  ok       {what}: {detail}\n")
+
+    def problem(self, what: str, detail: str) -> None:
+        self.problems += 1
+        self.out.write(f"  PROBLEM  {what}: {detail}\n")
+
+    def attempt(self, what: str, fn: Callable[[], str]) -> None:
+        try:
+            self.ok(what, fn())
+        except TallylightError as e:
+            self.problem(what, str(e))
+        except Exception as e:  # a check must report, not crash
+            self.problem(what, f"{type(e).__name__}: {e}")
+
+
+def run_checks(cfg: Config, out: TextIO) -> int:
+    r = _Report(out)
+    out.write(f"tallylight check: {cfg.path}\n")
+    r.ok("config", "valid" + (f", hardware profile {cfg.hardware.profile!r}" if cfg.hardware.profile else ""))
+    r.attempt("audio input", lambda: _check_audio(cfg, out))
+    r.attempt("GPIO", lambda: _check_gpio(cfg))
+    from tallylight.hardware.pitfalls import check_hardware
+
+    for problem in check_hardware(cfg, profile=cfg.hardware.profile or None):
+        r.problem("hardware", problem)
+    r.attempt("wake word", lambda: _check_wake(cfg))
+    r.attempt("voice activity", lambda: _check_vad(cfg))
+    r.attempt("recognizer", lambda: _check_recognizer(cfg))
+    r.attempt("state directory", lambda: _check_state_dir(cfg))
+    if cfg.reply.enabled or cfg.reply.sounds:
+        for tool, pkg in (("espeak-ng", "espeak-ng"), ("aplay", "alsa-utils")):
+            if shutil.which(tool):
+                r.ok("replies", f"{tool} found")
+            else:
+                r.problem("replies", f"{tool} not found: sudo apt-get install {pkg} (or set reply.enabled = false)")
+    if cfg.debug.record_dir:
+        r.problem("debug", f"debug.record_dir is set: every capture is written to {cfg.debug.record_dir} "
+                           "(set it to \"\" unless you are debugging)")
+    out.write("everything looks right\n" if not r.problems else f"{r.problems} problem(s) found\n")
+    return 0 if not r.problems else 1
+
+
+def _check_audio(cfg: Config, out: TextIO) -> str:
+    from tallylight.audio.device import choose_device, devices_report, open_pyaudio
+
+    with open_pyaudio() as pa:
+        out.write("\n".join("           " + line for line in devices_report(pa).splitlines()) + "\n")
+        dev = choose_device(pa, cfg.audio.device)
+    return f"will capture from [{dev.index}] {dev.name} ({dev.max_input_channels} channels)"
+
+
+def _check_gpio(cfg: Config) -> str:
+    from tallylight.hardware.indicator import make_indicator
+    from tallylight.hardware.mute import MuteControl
+    from tallylight.hardware.pins import make_pin_factory
+
+    factory = make_pin_factory(cfg.gpio.pin_factory)
+    mute = MuteControl(cfg.mute, pin_factory=factory)
+    try:
+        mute.poll()
+        position = "muted" if mute.muted else "listening"
+    finally:
+        mute.close()
+    light = make_indicator(cfg.indicator, pin_factory=factory)
+    try:
+        what = light.describe()
+    finally:
+        light.close()
+    return f"{cfg.gpio.pin_factory} pins; mute {cfg.mute.control} on GPIO{cfg.mute.pin} reads {position}; light: {what}"
+
+
+def _check_wake(cfg: Config) -> str:
+    from tallylight.wake import make_wake_detector
+
+    det = make_wake_detector(cfg.wake)
+    try:
+        return f"{cfg.wake.engine} '{det.word}' loaded (threshold {det.threshold:.2f})"
+    finally:
+        det.close()
+
+
+def _check_vad(cfg: Config) -> str:
+    from tallylight.vad import make_voice_detector
+
+    vad = make_voice_detector(cfg.capture)
+    vad.close()
+    return f"{cfg.capture.vad} loaded"
+
+
+def _check_recognizer(cfg: Config) -> str:
+    from tallylight.speech.understand import commands_of, make_understander
+
+    commands = commands_of(cfg)
+    u = make_understander(cfg)
+    try:
+        missing = u.recognizer.missing_words() & u.grammar.vocabulary()
+    finally:
+        u.close()
+    if missing:
+        raise TallylightError(
+            f"{u.name} cannot recognize these command words: {', '.join(sorted(missing))} "
+            "(change the phrases, or use a model that knows them)")
+    return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known"
+
+
+def _check_state_dir(cfg: Config) -> str:
+    from tallylight import ledger
+
+    d = cfg.state_dir
+    d.mkdir(parents=True, exist_ok=True)
+    if not os.access(d, os.W_OK):
+        raise TallylightError(f"{d} is not writable by this user (set daemon.state_dir, or fix its owner)")
+    path = d / "ledger.jsonl"
+    if not path.exists():
+        return f"{d} (no ledger yet)"
+    v = ledger.verify(path)
+    if not v.ok:
+        raise TallylightError(f"the ledger {path} failed verification: {v.problems[0]} (run `tallylight ledger --verify`)")
+    return f"{d}, ledger intact ({v.entries} entries)"
