@@ -7,7 +7,6 @@ Every verb takes `--config F`. Errors a user can cause are one line on stderr an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -74,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from tallylight.daemon import Daemon
 
-    daemon = Daemon(cfg, consumer_factory=_consumer_factory(cfg))
+    daemon = Daemon(cfg, consumer_factory=_consumer_factory(cfg), respond=True)
     daemon.install_signal_handlers()
     return daemon.run()
 

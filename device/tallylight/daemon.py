@@ -11,8 +11,8 @@ block (P1); a block read while the edge happened is dropped unprocessed.
 from __future__ import annotations
 
 import logging
+import os
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable
@@ -55,7 +55,7 @@ class Daemon:
 
     def __init__(self, cfg: Config, *, pyaudio_module: Any = None, pin_factory: Any = None, notifier: Any = None,
                  consumer_factory: Callable[[], Any] | None = None, on_event: Callable[[Event], None] | None = None,
-                 source_factory: Callable[[Any], Any] | None = None):
+                 source_factory: Callable[[Any], Any] | None = None, respond: bool = False):
         self.cfg = cfg
         self._pyaudio_module = pyaudio_module
         self._pin_factory = pin_factory
@@ -63,6 +63,8 @@ class Daemon:
         self._on_event = on_event
         # The audio seam: MicSource over PyAudio by default; anything with open/read/close/is_open.
         self._source_factory = source_factory
+        self._respond = respond  # act on commands and speak replies (off for tests of the audio path)
+        self.responder = None
         if notifier is None:
             from tallylight.notify import Notifier
             notifier = Notifier()
@@ -108,7 +110,7 @@ class Daemon:
         cfg = self.cfg
         self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
         last_muted = last_known_muted(self.ledger)
-        self.ledger.append("start", version=__version__, pid=_pid())
+        self.ledger.append("start", version=__version__, pid=os.getpid())
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
@@ -126,6 +128,10 @@ class Daemon:
             pin.drive_low() if cfg.mute.pull_up else pin.drive_high()
         consumer = self._consumer_factory() if self._consumer_factory else None
         self.pipeline = build_pipeline(cfg, self.gate, consumer)
+        if self._respond:
+            from tallylight.responder import Responder
+
+            self.responder = Responder(cfg, self.pipeline, voice_mute=self.voice_mute, pin_factory=factory)
         if self._source_factory is not None:
             self.mic = self._source_factory(cfg.audio)
         else:
@@ -147,7 +153,7 @@ class Daemon:
                 self.ledger.append("stop", reason="shutdown", state_before=state_before)
             except TallylightError as e:
                 _LOG.error("%s", e)
-        for part in (self.pipeline, self.mute, self.indicator, self.ledger):
+        for part in (self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
             if part is not None:
                 try:
                     part.close()
@@ -159,6 +165,8 @@ class Daemon:
         backoff = 0.5
         while not self._stopping.is_set():
             self.notifier.watchdog()
+            if self.responder is not None:
+                self.responder.poll()
             try:
                 if self.gate.state is State.ERROR:
                     self._recover()
@@ -243,6 +251,8 @@ class Daemon:
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
             _LOG.info("%s", _describe(ev))
+            if self.responder is not None:
+                self.responder.handle(ev)
             if self._on_event:
                 self._on_event(ev)
 
@@ -252,18 +262,3 @@ def _describe(ev: Event) -> str:
     kind = d.pop("event")
     d.pop("t", None)
     return kind + " " + " ".join(f"{k}={v}" for k, v in d.items())
-
-
-def _pid() -> int:
-    import os
-    return os.getpid()
-
-
-def run(cfg: Config) -> int:
-    daemon = Daemon(cfg)
-    daemon.install_signal_handlers()
-    try:
-        return daemon.run()
-    except TallylightError as e:
-        print(f"tallylight: {e}", file=sys.stderr)
-        return e.exit_code

@@ -9,6 +9,7 @@ and a 5-minute timer must not fire at once or an hour late because of that.
 from __future__ import annotations
 
 import itertools
+import threading
 import logging
 import time
 from dataclasses import dataclass
@@ -45,59 +46,68 @@ class Timers:
         self._max = max_timers
         self._running: list[Timer] = []  # in start order, so "the latest" is the last one
         self._ids = itertools.count(1)
+        # The action thread starts and cancels timers while the audio thread ticks them.
+        self._lock = threading.RLock()
 
     def start(self, seconds: float, label: str = "") -> Timer:
         """Start a timer of `seconds`; raises ValueError for a non-positive, huge or too-many timer."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
-            raise ValueError(f"a timer needs a number of seconds, not {seconds!r}")
-        if not 0 < seconds <= MAX_SECONDS:
-            raise ValueError(f"a timer must run between 1 second and 24 hours, not {seconds:g} s")
-        if len(self._running) >= self._max:
-            raise ValueError(f"{self._max} timers are already running; cancel one first")
-        now = self._clock()
-        timer = Timer(next(self._ids), label, float(seconds), now, now + float(seconds))
-        self._running.append(timer)
-        log.info("timer %d (%s) started: %g s", timer.id, label or "unnamed", seconds)
-        return timer
+        with self._lock:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+                raise ValueError(f"a timer needs a number of seconds, not {seconds!r}")
+            if not 0 < seconds <= MAX_SECONDS:
+                raise ValueError(f"a timer must run between 1 second and 24 hours, not {seconds:g} s")
+            if len(self._running) >= self._max:
+                raise ValueError(f"{self._max} timers are already running; cancel one first")
+            now = self._clock()
+            timer = Timer(next(self._ids), label, float(seconds), now, now + float(seconds))
+            self._running.append(timer)
+            log.info("timer %d (%s) started: %g s", timer.id, label or "unnamed", seconds)
+            return timer
 
     def cancel(self, label: str | None = None) -> bool:
         """Cancel the latest timer with `label`, or the latest timer of all when `label` is None.
 
         Returns False when there was no such timer."""
-        for i in range(len(self._running) - 1, -1, -1):
-            if label is None or self._running[i].label == label:
-                timer = self._running.pop(i)
-                log.info("timer %d (%s) cancelled", timer.id, timer.label or "unnamed")
-                return True
-        return False
+        with self._lock:
+            for i in range(len(self._running) - 1, -1, -1):
+                if label is None or self._running[i].label == label:
+                    timer = self._running.pop(i)
+                    log.info("timer %d (%s) cancelled", timer.id, timer.label or "unnamed")
+                    return True
+            return False
 
     def cancel_all(self) -> int:
         """Cancel every timer; returns how many there were."""
-        n = len(self._running)
-        self._running.clear()
-        if n:
-            log.info("%d timer(s) cancelled", n)
-        return n
+        with self._lock:
+            n = len(self._running)
+            self._running.clear()
+            if n:
+                log.info("%d timer(s) cancelled", n)
+            return n
 
     def tick(self, now: float | None = None) -> list[Timer]:
         """Remove and return the timers due at `now` (the clock's time when None), earliest first."""
-        if now is None:
-            now = self._clock()
-        fired = [t for t in self._running if t.due <= now]
-        if fired:
-            self._running = [t for t in self._running if t.due > now]
-            for t in fired:
-                log.info("timer %d (%s) fired", t.id, t.label or "unnamed")
-        return sorted(fired, key=lambda t: (t.due, t.id))
+        with self._lock:
+            if now is None:
+                now = self._clock()
+            fired = [t for t in self._running if t.due <= now]
+            if fired:
+                self._running = [t for t in self._running if t.due > now]
+                for t in fired:
+                    log.info("timer %d (%s) fired", t.id, t.label or "unnamed")
+            return sorted(fired, key=lambda t: (t.due, t.id))
 
     def active(self) -> list[Timer]:
         """The running timers, in start order."""
-        return list(self._running)
+        with self._lock:
+            return list(self._running)
 
     def next_due(self) -> float | None:
         """When the next timer fires (monotonic seconds), or None; lets a loop sleep until then."""
-        return min((t.due for t in self._running), default=None)
+        with self._lock:
+            return min((t.due for t in self._running), default=None)
 
     def close(self) -> None:
         """Drop every timer (safe to call twice)."""
-        self._running.clear()
+        with self._lock:
+            self._running.clear()
