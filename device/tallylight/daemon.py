@@ -65,6 +65,7 @@ class Daemon:
         self._source_factory = source_factory
         self._respond = respond  # act on commands and speak replies (off for tests of the audio path)
         self.responder = None
+        self._ready_sent = False
         if notifier is None:
             from tallylight.notify import Notifier
             notifier = Notifier()
@@ -93,7 +94,6 @@ class Daemon:
     def run(self) -> int:
         try:
             self._bring_up()
-            self.notifier.ready(f"listening with {self.cfg.wake.engine} '{self.cfg.wake.model}'")
             self._loop()
             return 0
         finally:
@@ -183,6 +183,8 @@ class Daemon:
         self._poll_switch()
         if not self.gate.mic_open_allowed:
             self._close_mic()
+            if not self._ready_sent:
+                self._ready()
             self.mute.edge_event.wait(0.05)
             self.mute.edge_event.clear()
             return
@@ -196,7 +198,17 @@ class Daemon:
         if not self.gate.mic_open_allowed:
             self._close_mic()
             return
+        if not self._ready_sent:
+            self._ready()
         self._emit(self.pipeline.process(block))
+
+    def _ready(self) -> None:
+        """READY=1 once the first block came from the open mic through the wake engine's input, or
+        once we know we are muted: from then on systemd's watchdog expects us every few seconds."""
+        self._ready_sent = True
+        what = f"listening with {self.cfg.wake.engine} '{self.cfg.wake.model}'" if self.gate.mic_open_allowed else "muted"
+        _LOG.info("ready: %s", what)
+        self.notifier.ready(what)
 
     def _poll_switch(self) -> None:
         change = self.mute.poll()
