@@ -65,6 +65,16 @@ class Output:
                 self._cv.wait(left)
             return True
 
+    def wait_for_count(self, text: str, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while sum(text in line for line in self.lines) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
     def join(self):
         self._t.join(timeout=10)
 
@@ -193,3 +203,47 @@ def test_mic_unplugged_fails_closed_then_recovers_when_it_returns(tmp_path, synt
     assert "Traceback" not in out.text()
     states = [e.get("state") for _, e, _ in L.read_entries(tmp_path / "state" / "ledger.jsonl") if e["event"] == "state"]
     assert "error" in states and states[states.index("error") + 1] == "listening"
+
+
+SELF_WAKE_CONFIG = CONFIG.replace("[reply]\nenabled = false\nsounds = false\n", "") + """
+[reply]
+enabled = true
+sounds = false
+output_device = "virtout"
+
+[commands.light_on]
+phrases = ["turn on the light"]
+action = "time"
+reply = "Okay nabu, it is {{time}}. Okay nabu."
+"""
+
+
+def test_a_reply_containing_the_wake_phrase_does_not_wake_the_speaker(tmp_path, synth):
+    """The reply is played into the very sink the microphone listens to (a room with no echo
+    cancelling at all). While it plays, wake detection is suppressed: one wake, not three. As a
+    control, the same words played by someone else afterwards do wake it."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(SELF_WAKE_CONFIG.format(indicator="terminal", state=tmp_path / "state"))
+    with pulse_mic(tmp_path / "pa", rate=16000, channels=1, apply=False) as m:
+        out_conf = tmp_path / "out.conf"
+        out_conf.write_text(f'pcm.virtout {{ type pulse server "{m.env["PULSE_SERVER"]}" device "virt" }}\n')
+        env = dict(m.env, PYTHONUNBUFFERED="1", ALSA_CONFIG_PATH=m.env["ALSA_CONFIG_PATH"] + f":{out_conf}")
+        proc, out = _start([sys.executable, "-m", "tallylight", "run", "--config", str(cfg)], env, tmp_path)
+        try:
+            assert out.wait_for("microphone open", 60), out.text()
+            m.play(speech.pcm(synth("okay nabu, turn on the light", lead_s=0.5, tail_s=1.0))).wait(30)
+            assert out.wait_for("intent name=light_on", 20), out.text()
+            assert out.wait_for("speaker playing", 10), out.text()
+            assert out.wait_for("speaker done", 30), out.text()
+            wakes_after_reply = out.text().count("wake word=okay nabu")
+            # Control: the same words from someone else, with the speaker silent, do wake it.
+            m.play(speech.pcm(synth("okay nabu, it is noon. okay nabu.", lead_s=0.5, tail_s=1.0))).wait(30)
+            heard = out.wait_for_count("wake word=okay nabu", wakes_after_reply + 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    out.join()
+    assert wakes_after_reply == 1, out.text()
+    assert heard, "control failed: the reply's words did not wake the speaker when someone else said them\n" + out.text()

@@ -38,9 +38,11 @@ class Responder:
 
     def _suppress_wake(self) -> None:
         self._pipeline.wake_suppressed = True
+        _LOG.info("speaker playing: wake detection suppressed")
 
     def _allow_wake(self) -> None:
         self._pipeline.wake_suppressed = False
+        _LOG.info("speaker done: wake detection back on")
 
     def handle(self, event: Event) -> None:
         """Audio thread: react to one pipeline event without blocking."""
@@ -71,6 +73,7 @@ class Responder:
         if result.mute:
             self._voice_mute()
         if result.reply:
+            _LOG.info("reply: %s", result.reply)
             self.speaker.say(result.reply)
         if not result.ok:
             _LOG.warning("action failed: %s", result.detail)
