@@ -98,7 +98,7 @@ class IndicatorConfig:
     blue_pin: int = _key(-1, _pin)
     active_high: bool = _key(True)
     listening_glow: float = _key(0.0, _range(0.0, 1.0), (float, int))
-    brightness: float = _key(1.0, _range(0.0, 1.0), (float, int))
+    brightness: float = _key(1.0, _range(0.05, 1.0), (float, int))
     led_count: int = _key(3, _range(1, 255))
     spi_bus: int = _key(0, _range(0, 6))
     spi_device: int = _key(0, _range(0, 3))

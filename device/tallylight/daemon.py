@@ -180,6 +180,7 @@ class Daemon:
                 backoff = min(backoff * 2, self.cfg.daemon.retry_max_s)
 
     def _turn(self) -> None:
+        self.indicator.check()  # a blinking pattern's thread may have failed since the last show()
         self._poll_switch()
         if not self.gate.mic_open_allowed:
             self._close_mic()
