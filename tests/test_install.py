@@ -250,6 +250,8 @@ def debian_root(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     print(f"\ndebootstrap took {time.monotonic() - t0:.0f} s")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    # This machine may reach the registries through a TLS proxy whose CA only its own bundle holds.
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
     if Path("/etc/pip.conf").exists():
         shutil.copy("/etc/pip.conf", root / "etc/pip.conf")
     mounts = []
