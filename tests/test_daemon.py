@@ -115,9 +115,9 @@ def test_run_hears_a_command_and_stops_cleanly_on_sigterm(tmp_path, mic, synth):
     assert rc == 0, text
     assert "Traceback" not in text
     assert "wake word=okay nabu" in text
-    # The light went CAPTURING and back, and ended MUTED by the shutdown.
+    # The light went CAPTURING and back, showed MUTED at shutdown, then went off.
     lights = [line for line in text.splitlines() if "light:" in line]
-    assert any("CAPTURING" in x for x in lights) and "MUTED" in lights[-1], lights
+    assert any("CAPTURING" in x for x in lights) and "MUTED" in lights[-2] and "OFF" in lights[-1], lights
     path = tmp_path / "state" / "ledger.jsonl"
     assert L.verify(path).ok
     entries = [e for _, e, _ in L.read_entries(path)]

@@ -196,6 +196,7 @@ class Indicator:
             self._stop_animation()
             try:
                 self._write(OFF)
+                log.info("light off: %s", self.describe())
             except Exception as e:
                 log.warning("could not turn the %s off: %s", self.describe(), e)
             try:
@@ -298,7 +299,14 @@ class TerminalIndicator(Indicator):
         return None
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        try:
+            self.out.write("[tallylight] light: OFF (shut down)\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
 
 
 class _GpioIndicator(Indicator):
