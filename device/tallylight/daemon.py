@@ -121,11 +121,11 @@ class Daemon:
         start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
         if self._pin_factory is None and cfg.gpio.pin_factory == "mock":
-            # After MuteControl set the pull-up: move the simulated switch to "listening" (closed).
-            _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control; "
-                         "the simulated switch is set to listening")
-            pin = factory.pin(cfg.mute.pin)
-            pin.drive_low() if cfg.mute.pull_up else pin.drive_high()
+            _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control")
+            if cfg.mute.control == "switch":
+                # After MuteControl set the pull-up: close the simulated switch ("listening").
+                pin = factory.pin(cfg.mute.pin)
+                pin.drive_low() if cfg.mute.pull_up else pin.drive_high()
         consumer = self._consumer_factory() if self._consumer_factory else None
         self.pipeline = build_pipeline(cfg, self.gate, consumer)
         if self._respond:
