@@ -113,7 +113,7 @@ def test_sandbox_directives():
                        "ConfigurationDirectory": "tallylight", "CapabilityBoundingSet": "",
                        "NoNewPrivileges": "yes", "RestrictNamespaces": "yes",
                        "MemoryDenyWriteExecute": "yes", "SystemCallArchitectures": "native",
-                       "UMask": "0077", "ProtectProc": "invisible", "ProcSubset": "pid"}.items():
+                       "UMask": "0077", "ProtectProc": "invisible"}.items():
         assert keys.get(key) == value, key
 
 
