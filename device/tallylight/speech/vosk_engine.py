@@ -57,15 +57,22 @@ class VoskRecognizer(Recognizer):
         self._phrase_set = set(self.phrases)
         self.words = {w for p in self.phrases for w in p.split()}
         self._has_unk = model.vosk_model_find_word(UNK) >= 0
-        grammar = self.phrases + [UNK]
-        try:
-            self._rec = vosk.KaldiRecognizer(model, float(sample_rate), json.dumps(grammar, ensure_ascii=False))
-        except Exception as e:  # vosk raises a bare Exception on any failure
-            raise EngineError(f"vosk could not build the command grammar: {e}") from None
-        self._rec.SetWords(True)
+        self._grammar = json.dumps(self.phrases + [UNK], ensure_ascii=False)
+        self._rate = float(sample_rate)
+        self._rec = self._new_recognizer()
         self._closed = False
         self._last_partial = ""
         self._segments: list[dict] = []  # results vosk ended on its own (its endpointer) mid-utterance
+
+    def _new_recognizer(self):
+        import vosk
+
+        try:
+            rec = vosk.KaldiRecognizer(self._model, self._rate, self._grammar)
+        except Exception as e:  # vosk raises a bare Exception on any failure
+            raise EngineError(f"vosk could not build the command grammar: {e}") from None
+        rec.SetWords(True)
+        return rec
 
     def missing_words(self) -> set[str]:
         return {w for w in self.words if self._model.vosk_model_find_word(w) < 0}
@@ -105,6 +112,7 @@ class VoskRecognizer(Recognizer):
             confidence = 0.0
         self._segments = []
         self._last_partial = ""
+        self._rec = self._new_recognizer()
         return Hypothesis(text, confidence, final=True, complete=text in self._phrase_set)
 
     def _joined_text(self) -> str:
@@ -113,7 +121,10 @@ class VoskRecognizer(Recognizer):
     def reset(self) -> None:
         if self._closed:
             return
-        self._rec.Reset()
+        # KaldiRecognizer.Reset() keeps the feature pipeline's adaptation state (seen: words of the
+        # abandoned utterance coming back in the next one); a fresh recognizer forgets everything
+        # and costs a few milliseconds for a command-sized grammar.
+        self._rec = self._new_recognizer()
         self._segments = []
         self._last_partial = ""
 
