@@ -38,9 +38,9 @@ tl_apt_install() {
   tl_say "installing Debian packages: $missing"
   # Update the package lists only when an install without it fails (they may be stale or absent).
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
-    $sudo apt-get update -q >/dev/null &&
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >/dev/null
   } || { tl_say "apt-get install failed: run  sudo apt-get install -y $missing  and look at its error"; return 1; }
 }
 
