@@ -73,8 +73,8 @@ class WakeConfig:
 class CaptureConfig:
     vad: str = _key("webrtcvad", _choice("webrtcvad", "silero"))
     vad_aggressiveness: int = _key(2, _range(0, 3))
-    ring_s: float = _key(1.0, _range(0.1, 2.0), (float, int))
-    preroll_s: float = _key(0.3, _range(0.0, 2.0), (float, int))
+    ring_s: float = _key(1.5, _range(0.1, 2.0), (float, int))
+    preroll_s: float = _key(1.5, _range(0.0, 2.0), (float, int))
     end_silence_s: float = _key(0.6, _range(0.1, 5.0), (float, int))
     no_speech_s: float = _key(4.0, _range(0.5, 30.0), (float, int))
     max_s: float = _key(8.0, _range(1.0, 60.0), (float, int))

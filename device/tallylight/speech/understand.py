@@ -9,8 +9,10 @@ outside the grammar, or a truncated phrase with several completions are no_match
 from __future__ import annotations
 
 import logging
+import re
 
 from tallylight.config import Config
+from tallylight.errors import EngineError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
@@ -22,10 +24,12 @@ _LOG = logging.getLogger(__name__)
 class Understander:
     name = "recognizer"
 
-    def __init__(self, recognizer: Recognizer, grammar: Grammar, min_confidence: float):
+    def __init__(self, recognizer: Recognizer, grammar: Grammar, min_confidence: float,
+                 wake_words: tuple[str, ...] = ()):
         self.recognizer = recognizer
         self.grammar = grammar
         self.min_confidence = min_confidence
+        self.wake_words = wake_words
         self.name = getattr(recognizer, "name", "recognizer")
 
     def process(self, block: bytes) -> tuple[list[Event], bool]:
@@ -36,22 +40,35 @@ class Understander:
         hyp = self.recognizer.finish()
         return self.interpret(hyp, t)
 
+    def _strip_wake_words(self, words: list[str]) -> list[str]:
+        """The capture starts before the wake detector fired (the pre-roll), so a hypothesis may begin
+        with the end of the wake phrase ("nabu ...", "okay nabu ...") or, for vosk, with [unk] for it."""
+        n = len(self.wake_words)
+        for k in range(n, 0, -1):
+            if words[:k] == list(self.wake_words[n - k:]):
+                return words[k:]
+        unk = 0
+        while unk < max(n, 1) and unk < len(words) and words[unk] == "[unk]":
+            unk += 1
+        return words[unk:]
+
     def interpret(self, hyp: Hypothesis, t: float) -> list[Event]:
-        text = " ".join(w for w in hyp.text.split() if w != "[unk]")
-        events: list[Event] = [Transcript(t, hyp.text, round(hyp.confidence, 3))]
-        if not text or "[unk]" in hyp.text.split():
-            return events + [NoMatch(t, hyp.text)]
+        words = self._strip_wake_words(hyp.text.split())
+        text = " ".join(words)
+        events: list[Event] = [Transcript(t, text, round(hyp.confidence, 3))]
+        if not text or "[unk]" in words:
+            return events + [NoMatch(t, text)]
         if hyp.confidence < self.min_confidence:
             _LOG.info("rejected %r: confidence %.2f below recognizer.min_confidence %.2f", hyp.text, hyp.confidence,
                       self.min_confidence)
-            return events + [NoMatch(t, hyp.text)]
+            return events + [NoMatch(t, text)]
         match = self.grammar.match(text) if hyp.complete else None
         if match is None:
             # A truncated hypothesis ("set a timer for five" without "minutes") is trusted only if
             # the grammar allows exactly one way to finish it.
             match = self.grammar.complete(text)
         if match is None:
-            return events + [NoMatch(t, hyp.text)]
+            return events + [NoMatch(t, text)]
         return events + [IntentMatched(t, match.command.name, dict(match.slots), match=match)]
 
     def reset(self) -> None:
@@ -67,9 +84,45 @@ def commands_of(cfg: Config):
     return parse_commands(cfg.commands, where) if cfg.commands else default_commands()
 
 
+def wake_words_of(cfg: Config) -> tuple[str, ...]:
+    """The words of a built-in wake phrase ("okay_nabu" -> okay, nabu); none for a model file."""
+    model = cfg.wake.model
+    return tuple(model.split("_")) if re.fullmatch(r"[a-z]+(_[a-z]+)*", model) else ()
+
+
+def with_wake_prefix(jsgf: str, wake_words: tuple[str, ...]) -> str:
+    """Let the grammar begin with the tail of the wake phrase: `[ [okay] nabu ] <command>`.
+
+    The capture starts up to capture.preroll_s before the detector fired, so it usually holds the
+    end of the wake phrase; a grammar without it forces those sounds into command words."""
+    if not wake_words:
+        return jsgf
+    prefix = wake_words[-1]
+    for w in reversed(wake_words[:-1]):
+        prefix = f"[ {w} ] {prefix}"
+    out, done = [], False
+    for line in jsgf.splitlines():
+        m = re.match(r"public <(\w+)> = (.*);$", line)
+        if m and not done:
+            out.append(f"public <{m.group(1)}> = [ <wake_tail> ] ( {m.group(2)} );")
+            out.append(f"<wake_tail> = {prefix};")
+            done = True
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def make_understander(cfg: Config) -> Understander:
     grammar = Grammar(commands_of(cfg))
-    rec = make_recognizer(cfg.recognizer, jsgf=grammar.to_jsgf(), phrases=grammar.vosk_phrases(),
-                          words=grammar.vocabulary(), state_dir=cfg.state_dir,
-                          debug=cfg.daemon.log_level == "debug")
-    return Understander(rec, grammar, cfg.recognizer.min_confidence)
+    wake_words = wake_words_of(cfg)
+    common = dict(phrases=grammar.vosk_phrases(), words=grammar.vocabulary(), state_dir=cfg.state_dir,
+                  debug=cfg.daemon.log_level == "debug")
+    try:
+        rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
+    except EngineError as e:
+        if not wake_words:
+            raise
+        # A wake word the dictionary lacks (and we have no pronunciation for): do without the prefix.
+        _LOG.info("recognizer grammar without the wake phrase prefix: %s", e)
+        rec = make_recognizer(cfg.recognizer, jsgf=grammar.to_jsgf(), **common)
+    return Understander(rec, grammar, cfg.recognizer.min_confidence, wake_words)
