@@ -51,9 +51,11 @@ OPENWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_r
 _OWW_FRAME_SAMPLES = 1280
 # openWakeWord's features start from 8 s of zero audio ("autofill") after creation and reset, so the
 # word model sees a full context of silence at once. The context it can see is 76 mel frames plus 16
-# embeddings of 8 frames: about 2.1 s. 3 s of zeros gives the same features at 3/8 of the CPU, which
-# matters because reset() runs after every capture (about a second of CPU on a Pi with 8 s).
-_OWW_AUTOFILL_SAMPLES = 3 * RATE
+# embeddings of 8 frames: about 2.1 s. 38 steps of 1280 samples (3.04 s) of zeros give the same
+# features at 3/8 of the CPU, which matters because reset() runs after every capture. It must be a
+# whole number of 1280-sample steps: the library's mel windows are placed relative to the autofill,
+# and shifting them by half a step (3.0 s) changed 3 of 72 detections in scripts/measure-wake.
+_OWW_AUTOFILL_SAMPLES = 38 * _OWW_FRAME_SAMPLES
 # microWakeWord's front end makes one feature row per 10 ms (160 samples).
 _MWW_FRAME_SAMPLES = 160
 
