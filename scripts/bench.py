@@ -48,13 +48,16 @@ import textwrap
 import threading
 import time
 import wave
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Print only: no __pycache__ in the checkout from this process or the daemons it starts.
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 sys.path.insert(0, str(ROOT / "tests"))  # speech.py (espeak-ng speech), audio_rigs.py (PulseAudio mic)
 
 import speech  # noqa: E402
@@ -913,6 +916,9 @@ def measure_processes(ctx: "Ctx") -> dict[str, list[StartRun]] | str:
                         continue  # the big Korean model: two runs are enough for its RSS
                     runs[name].append(start_and_measure(variants[name], env, work, hold))
             ctx.pa_init = pa_init_cost(env)
+            if not ctx.quick:
+                # The start-up step by step, while the mic rig still runs (used by table 5 if it misses).
+                ctx.start_phases = start_phases(configs["tallylight run, pocketsphinx"], env)
         ctx.process_runs = runs
         ctx.process_work = work
         return runs
@@ -1027,9 +1033,70 @@ def table_start(ctx: "Ctx") -> Table:
     t.verdict = verdict(ok_all)
     t.notes.append("subprocess start -> READY=1 received on a unix datagram NOTIFY_SOCKET; the daemon sends it once "
                    "the first audio block came from the open mic (PulseAudio null sink, kept busy)")
+    t.block += ctx.start_phases
     if not ok_all and not ctx.quick:
-        t.notes.extend(import_breakdown())
+        t.block += [""] + import_breakdown()
     return t
+
+
+PHASE_PROBE = textwrap.dedent("""
+    # The steps of `tallylight run`'s start-up, in the order Daemon._bring_up takes them, each timed.
+    import time
+    marks = [("python start-up", time.monotonic())]
+    import io, json, logging, sys
+    from tallylight import cli, config, daemon, pipeline, wake, vad, responder  # what `run` imports
+    from tallylight.speech import understand
+    from tallylight.audio import device
+    from tallylight.hardware import indicator, mute, pins
+    marks.append(("imports", time.monotonic()))
+    cfg = config.load(sys.argv[1])
+    from tallylight.gate import PrivacyGate
+    from tallylight.ledger import Ledger
+    factory = pins.make_pin_factory(cfg.gpio.pin_factory)
+    light = indicator.make_indicator(cfg.indicator, pin_factory=factory, out=io.StringIO())
+    gate = PrivacyGate(light, Ledger(cfg.state_dir / "ledger.jsonl"))
+    control = mute.MuteControl(cfg.mute, pin_factory=factory, initially_muted=False)
+    marks.append(("config, ledger, light, mute control", time.monotonic()))
+    consumer = understand.make_understander(cfg)
+    marks.append(("recognizer + grammar (make_understander)", time.monotonic()))
+    pipe = daemon.build_pipeline(cfg, gate, consumer)
+    marks.append(("wake engine + VAD (build_pipeline)", time.monotonic()))
+    resp = responder.Responder(cfg, pipe, voice_mute=lambda: None, pin_factory=factory)
+    marks.append(("responder (actions, reply speaker)", time.monotonic()))
+    mic = device.MicSource(cfg.audio)
+    mic.open()
+    marks.append(("PortAudio init + device choice + open (MicSource.open)", time.monotonic()))
+    mic.read()
+    marks.append(("first 20 ms block (MicSource.read)", time.monotonic()))
+    mic.close()
+    resp.close()
+    print(json.dumps(marks))
+""")
+
+
+def start_phases(cfg_path: Path, env: dict[str, str], runs: int = 3) -> list[str]:
+    """Where `tallylight run`'s start-up time goes: a probe doing the same steps, timed (median of runs)."""
+    per_step: dict[str, list[float]] = {}
+    order: list[str] = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-c", PHASE_PROBE, str(cfg_path)], env=env, capture_output=True, text=True,
+                           timeout=120)
+        try:
+            marks = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return [f"start-up phases: the probe failed: {r.stderr.strip()[-300:]}"]
+        prev = t0
+        for name, at in marks:
+            per_step.setdefault(name, []).append(at - prev)
+            if name not in order:
+                order.append(name)
+            prev = at
+    total = sum(statistics.median(v) for v in per_step.values())
+    lines = [f"Start-up of `tallylight run` step by step (a probe doing the same steps; median of {runs} runs, "
+             f"{total:.2f} s in all):"]
+    lines += [f"  {statistics.median(per_step[name]):6.3f} s  {name}" for name in order]
+    return lines
 
 
 def import_breakdown(top: int = 12) -> list[str]:
@@ -1048,8 +1115,8 @@ def import_breakdown(top: int = 12) -> list[str]:
         rows.append((int(cum_us), int(self_us), name))
     top_level = sorted((r for r in rows if not r[2].startswith(" ")), reverse=True)[:top]
     total = sum(r[0] for r in rows if not r[2].startswith(" ")) / 1e6
-    lines = [f"import time (python -X importtime, top-level modules, cumulative), {total:.2f} s in all:"]
-    lines += [f"    {cum / 1e6:6.3f} s  {name.strip()}" for cum, _, name in top_level]
+    lines = [f"Import time of what `run` imports (python -X importtime, top-level modules, cumulative; {total:.2f} s in all):"]
+    lines += [f"  {cum / 1e6:6.3f} s  {name.strip()}" for cum, _, name in top_level]
     return lines
 
 
@@ -1198,7 +1265,7 @@ def table_recognizer_cpu(ctx: "Ctx") -> Table:
 
     rates = recognizer_cpu(sphinx, clips, rounds)
     audio_s = sum(len(c) for c in clips) / BYTES_PER_SECOND
-    t.rows.append(["pocketsphinx (English model in its wheel)", "default commands + garbage loop", audio_s,
+    t.rows.append(["pocketsphinx (English model in its wheel)", "the default commands (JSGF)", audio_s,
                    statistics.median(rates), min(rates), max(rates)])
     ko = vosk_ko_model()
     if ko is None:
@@ -1230,6 +1297,7 @@ class Ctx:
     process_work: Path | None = None
     hold_s: float = 2.0
     pa_init: dict | None = None
+    start_phases: list[str] = field(default_factory=list)
 
 
 TABLES: dict[int, Callable[[Ctx], Table]] = {
@@ -1273,7 +1341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as e:  # one broken measurement must not hide the other tables
                     failed += 1
                     table = Table(n, TABLES[n].__name__, "-", [], verdict="ERROR", notes=[f"{type(e).__name__}: {e}"])
-                table.notes.append(f"(measured in {time.monotonic() - t0:.0f} s)")
+                table.notes.append(f"(measured in {time.monotonic() - t0:.0f} s; load average after: "
+                                   f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
                 table.print()
         finally:
             if ctx.process_work is not None:
