@@ -267,6 +267,9 @@ class MicroWakeWordDetector(WakeDetector):
             raise EngineError(f"microWakeWord could not load {tflite}: {e} (is it a microWakeWord model?)") from None
         self.model_cutoff = cutoff
         self._rows = 0  # feature rows given to the model since the last reset
+        # The model runs once per `stride` feature rows (10 ms each): hand the front end that much
+        # audio per call, not 10 ms at a time, so the per-call overhead is paid once per inference.
+        self.frame_samples = _MWW_FRAME_SAMPLES * max(1, int(self._mww.stride))
         super().__init__(phrase.lower(), microwakeword_cutoff(cutoff, sensitivity), refractory_s)
 
     def _score(self, frame: bytes) -> float | None:

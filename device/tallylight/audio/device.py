@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -252,8 +253,12 @@ class MicSource:
     the capture loop closes within one block of being told to (privacy invariant P1).
     """
 
-    def __init__(self, cfg: AudioConfig, pyaudio_module: ModuleType | None = None, stall_timeout_s: float = 5.0):
+    def __init__(self, cfg: AudioConfig, pyaudio_module: ModuleType | None = None, stall_timeout_s: float = 5.0,
+                 interrupt: threading.Event | None = None):
         self.cfg = cfg
+        # Set by another thread (the mute control's edge callback) to make a waiting read() return
+        # b"" at once, so a mute never waits for the block in progress (P1).
+        self._interrupt = interrupt
         self.stall_timeout_s = stall_timeout_s
         self._pyaudio_arg = pyaudio_module
         self.block_samples = RATE * cfg.block_ms // 1000
@@ -275,8 +280,10 @@ class MicSource:
         if self._stream is not None:
             return
         pyaudio = _pyaudio_module(self._pyaudio_arg)
-        with quiet_stderr():
-            pa = pyaudio.PyAudio()
+        pa = self._pa  # kept across stop()/open(): Pa_Initialize and Pa_Terminate cost ~5-200 ms
+        if pa is None:
+            with quiet_stderr():
+                pa = pyaudio.PyAudio()
         try:
             device = choose_device(pa, self.cfg.device)
             rate, channels = choose_format(pa, device, self.cfg, pyaudio)
@@ -298,7 +305,8 @@ class MicSource:
                     "using it? check `arecord -l` and audio.device"
                 ) from None
         except BaseException:
-            pa.terminate()
+            self._pa = None
+            pa.terminate()  # next open() enumerates the devices afresh
             raise
         self._pa, self._stream, self.device = pa, stream, device
         self.rate, self.channels, self._in_frames = rate, channels, in_frames
@@ -310,16 +318,17 @@ class MicSource:
         )
 
     def read(self) -> bytes:
-        """Exactly `block_samples * 2` bytes of 16 kHz mono s16le. AudioDeviceError (and the source
-        closes itself) when the device is lost or delivers nothing for `stall_timeout_s`; open() again
-        to retry."""
+        """Exactly `block_samples * 2` bytes of 16 kHz mono s16le, or b"" when `interrupt` was set while
+        waiting. AudioDeviceError (and the source closes itself) when the device is lost or delivers
+        nothing for `stall_timeout_s`; open() again to retry."""
         if self._stream is None or self._converter is None:
             raise AudioDeviceError("the microphone is not open (call open() first, or use `with`)")
         while True:
             block = self._blocks.pop()
             if block is not None:
                 return block
-            self._wait_for_input()
+            if not self._wait_for_input():
+                return b""
             try:
                 # Overflow (we fell behind) is not an error worth stopping for: the samples are gone
                 # either way, and raising would drop the block PyAudio did read.
@@ -328,7 +337,7 @@ class MicSource:
                 self._lost(_oserror_text(e))
             self._blocks.feed(self._converter.process(raw))
 
-    def _wait_for_input(self) -> None:
+    def _wait_for_input(self) -> bool:
         """Sleep until a whole device period is ready, instead of blocking in stream.read(): when a
         PulseAudio/PipeWire server dies, a blocking PortAudio read never returns (seen here), while
         the available count turns into an error code or stays at 0 (caught by the stall timeout)."""
@@ -336,32 +345,44 @@ class MicSource:
         while True:
             avail = self._stream.get_read_available()
             if avail >= self._in_frames:
-                return
+                return True
             if avail < 0 and avail != _PA_INPUT_OVERFLOWED:  # PyAudio hands PaError codes back as values
                 self._lost(f"PaError {avail} {_PA_ERRORS.get(avail, 'host error')}")
             if time.monotonic() > deadline:
                 self._lost(f"no audio for {self.stall_timeout_s:g} s")
             # Sleep about as long as the missing frames take to arrive (at least 2 ms).
             missing = self._in_frames - max(avail, 0)
-            time.sleep(max(0.002, min(0.05, missing / self.rate)))
+            pause = max(0.002, min(0.05, missing / self.rate))
+            if self._interrupt is None:
+                time.sleep(pause)
+            elif self._interrupt.wait(pause):
+                return False
 
     def _lost(self, why: str) -> NoReturn:
         name = self.device.name if self.device else "?"
         self.close()
         raise AudioDeviceError(f"lost the microphone {name!r} ({why}): check the cable/USB; tallylight retries")
 
+    def stop(self) -> None:
+        """Stop and close the stream but keep PortAudio initialised, so the mic closes in ~1-2 ms and
+        reopens quickly. Safe to call twice."""
+        self._close_stream()
+
     def close(self) -> None:
         """Stop and close the stream and release PortAudio; safe to call twice."""
-        stream, self._stream = self._stream, None
+        self._close_stream()
         pa, self._pa = self._pa, None
+        if pa is not None:
+            pa.terminate()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
         if stream is not None:
             for step in (stream.stop_stream, stream.close):
                 try:
                     step()
                 except (OSError, IOError) as e:  # the device may already be gone
                     log.debug("closing the stream: %s", e)
-        if pa is not None:
-            pa.terminate()
         if self._converter is not None:
             self._converter.reset()
         self._blocks.reset()
