@@ -26,7 +26,8 @@ class UtteranceConsumer(Protocol):
     name: str
 
     def process(self, block: bytes) -> tuple[list[Event], bool]:
-        """Events so far, and True when it is sure the utterance is complete (early end)."""
+        """Events so far, and True while what it heard so far is a whole command that no longer
+        command continues: the pipeline may then end the capture at a short pause (early end)."""
 
     def finish(self, t: float) -> list[Event]: ...
 
@@ -42,6 +43,7 @@ class Pipeline:
         self.consumer = consumer
         self.recorder = recorder
         self.preroll_s = cfg.preroll_s
+        self.early_end_s = cfg.early_end_s
         self.ring = PrerollRing(cfg.ring_s)
         self.buffer = CaptureBuffer(cfg.max_s, cfg.preroll_s)
         self.t = 0.0  # seconds of audio processed
@@ -97,11 +99,15 @@ class Pipeline:
 
     def _capture(self, block: bytes, count_for_endpoint: bool = True) -> None:
         self.buffer.append(block)
-        early = False
+        sure = False
         if self.consumer and block:
-            events, early = self.consumer.process(block)
+            events, sure = self.consumer.process(block)
             self._events.extend(events)
-        end = "early" if early else (self.endpointer.process(block) if count_for_endpoint else None)
+        end = self.endpointer.process(block) if count_for_endpoint else None
+        if end is None and sure and self.endpointer.speech_started and self.endpointer.silence_s >= self.early_end_s:
+            # The recognizer holds a whole command that nothing longer could continue, and the
+            # speaker has paused: no need to wait out the full end_silence_s.
+            end = "early"
         if end is None and self.buffer.full:
             end = "max_length"
         if end:

@@ -188,6 +188,11 @@ class Endpointer:
         self._last_speech = False
         self._result: str | None = None
 
+    @property
+    def silence_s(self) -> float:
+        """Non-speech heard since the last speech block (0 while speech goes on)."""
+        return self._silence_run_s
+
     def process(self, block: bytes) -> str | None:
         if self._result is not None:
             return self._result

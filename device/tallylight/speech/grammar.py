@@ -616,6 +616,21 @@ class Grammar:
                             return self._resolve(found)
         return self._resolve(found)
 
+    def is_final(self, text: str) -> bool:
+        """True when `text` is a whole command that no longer phrase continues ("lights on": yes;
+        "stop": no, it may become "stop the timer"; "set a timer for twenty minutes": yes). The
+        recognizer may then end the utterance early, without waiting out the full end silence."""
+        words = normalize_words(text)
+        if not words or self.match(text) is None:
+            return False
+        for ph in self._phrases:
+            runs = _runs(ph.nfa, words, full=False)
+            if len(runs) >= _MAX_RUNS:
+                return False
+            if any(ph.nfa.edges[state] for state, _ in runs):
+                return False
+        return True
+
     @staticmethod
     def _tails(nfa: _Nfa, state: int, budget: int) -> Iterator[tuple[list[str], list]]:
         if state in nfa.finals:

@@ -31,10 +31,14 @@ class Understander:
         self.min_confidence = min_confidence
         self.wake_words = wake_words
         self.name = getattr(recognizer, "name", "recognizer")
+        self._sure = False  # the partial result is a whole command no longer command continues
 
     def process(self, block: bytes) -> tuple[list[Event], bool]:
-        self.recognizer.process(block)
-        return [], False
+        hyp = self.recognizer.process(block)
+        if hyp is not None:  # the partial result changed
+            text = " ".join(self._strip_wake_words(hyp.text.split()))
+            self._sure = self.grammar.is_final(text)
+        return [], self._sure
 
     def finish(self, t: float) -> list[Event]:
         hyp = self.recognizer.finish()
@@ -72,6 +76,7 @@ class Understander:
         return events + [IntentMatched(t, match.command.name, dict(match.slots), match=match)]
 
     def reset(self) -> None:
+        self._sure = False
         self.recognizer.reset()
 
     def close(self) -> None:
