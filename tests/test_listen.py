@@ -131,3 +131,20 @@ def test_pipeline_detects_no_worse_than_the_raw_engine(synth, request):
     assert worse == [], f"the raw engine heard the wake word in {worse} but the pipeline did not"
     assert raw_hits >= 10, "the clips should mostly be heard; the comparison would mean little otherwise"
     print(f"raw engine {raw_hits}, pipeline {pipe_hits}")
+
+
+def test_a_whole_command_ends_early_and_a_continuable_one_waits(synth, repo):
+    """"lights off" cannot grow into a longer command: the capture ends at a short pause. "stop"
+    may become "stop the timer": it waits out the full end silence."""
+    cfg = C.load(repo / "config" / "tallylight.toml")
+    from tallylight.speech.understand import make_understander
+
+    consumer = make_understander(cfg)
+    try:
+        ends = {}
+        for text in ("okay nabu, lights off", "okay nabu, stop"):
+            events = listen_file(cfg, synth(text, lead_s=0.5, tail_s=1.5), consumer)
+            ends[text] = [e.end for e in events if e.kind == "capture"]
+    finally:
+        consumer.close()
+    assert ends == {"okay nabu, lights off": ["early"], "okay nabu, stop": ["end"]}
