@@ -173,7 +173,7 @@ def test_pin_on_the_i2s_lines_of_a_sound_hat(machine):
 def test_led_cannot_glow_and_too_dim(machine):
     problems = pitfalls.indicator_problems(cfg_of(indicator={"kind": "led", "listening_glow": 0.2}), machine.dev)
     assert len(problems) == 1 and "pwmled" in problems[0]
-    problems = pitfalls.indicator_problems(cfg_of(indicator={"kind": "pwmled", "brightness": 0.01}), machine.dev)
+    problems = pitfalls.indicator_problems(cfg_of(indicator={"kind": "pwmled", "brightness": 0.07}), machine.dev)
     assert len(problems) == 1 and "too dim" in problems[0]
 
 

@@ -192,7 +192,7 @@ def indicator_problems(cfg: Config, dev: Path = Path("/dev")) -> list[str]:
     if ind.kind == "led" and ind.listening_glow > 0:
         problems.append("indicator.listening_glow is set but kind = 'led' cannot dim (it stays off while "
                         "listening): use kind = 'pwmled', or set listening_glow = 0")
-    if 0 < ind.brightness < 0.05:
+    if ind.brightness < 0.1:
         problems.append(f"indicator.brightness = {ind.brightness:g} is too dim to see in daylight: "
                         "set it to 0.05 or more")
     if ind.kind == "terminal" and any(dev.glob("gpiochip*")):
