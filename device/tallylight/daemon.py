@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -97,6 +98,9 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> int:
+        # Hand the interpreter to a waiting thread within 1 ms rather than 5: gpiozero's edge callback
+        # must get in while the audio thread is busy, so a mute is seen at once (P1).
+        sys.setswitchinterval(0.001)
         try:
             self._bring_up()
             self._loop()
