@@ -9,6 +9,7 @@ block that gets past the wake detector.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import replace
@@ -158,7 +159,6 @@ def clips(synth):
         "command": speech.pcm(synth("turn on the light", lead_s=0.1, tail_s=0.1)),
         "wake+command": speech.pcm(synth("okay nabu, turn on the light please", lead_s=0.2, tail_s=0.2)),
         "silence": bytes(BLOCK * 25),
-        "noise": speech.pcm(synth("", noise=0.05, lead_s=0.5, tail_s=0.0)) if False else bytes(BLOCK * 10),
     }
 
 
@@ -248,8 +248,9 @@ def test_debug_recording_is_the_only_disk_path_and_is_ledgered(tmp_path, clips):
     entries = [e for _, e, _ in L.read_entries(tmp_path / "state" / "ledger.jsonl")]
     recs = [e for e in entries if e["event"] == "debug_recording"]
     assert len(recs) == 1 and recs[0]["file"] == str(files[0])
-    # While recording, the light shows its own pattern (it blinks off briefly: more than one level).
-    assert mic.violations == [] or all("P2" not in v for v in mic.violations)
+    # P1/P2/P4 hold as ever. (While recording the light shows its own pattern even when only
+    # listening, so the plain "light off while listening" check does not apply here.)
+    assert [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == [] and probe.violations == []
 
 
 class FailingMic(ScriptedMic):
@@ -268,75 +269,64 @@ class FailingMic(ScriptedMic):
         return super().read()
 
 
-def test_mic_loss_fails_closed_and_recovers(tmp_path, clips):
+def _run_with(tmp_path, mic_cls, audio, stop_after_s=None, **kw):
+    """The daemon with `mic_cls` as its mic (a ScriptedMic that breaks something); stops by itself
+    at the end of `audio`, or after `stop_after_s` when what breaks keeps it from reading on."""
     factory = MockFactory(pin_class=MockPWMPin)
     probe = Probe()
-    audio = clips["silence"] * 4
-    mic = FailingMic(audio, set(), factory, probe, fail_at=10)
-    cfg = make_cfg(tmp_path)
-    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
-                    source_factory=mic.plug_in)
+    mic = mic_cls(audio, set(), factory, probe, **kw)
+    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
+                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    assert daemon.run() == 0
+    stopper = threading.Timer(stop_after_s, daemon.request_stop) if stop_after_s else None
+    if stopper:
+        stopper.start()
+    try:
+        rc = daemon.run()
+    finally:
+        if stopper:
+            stopper.cancel()
     states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    return rc, daemon, mic, probe, states
+
+
+def test_mic_loss_fails_closed_and_recovers(tmp_path, clips):
+    rc, daemon, mic, probe, states = _run_with(tmp_path, FailingMic, clips["silence"] * 4, fail_at=10)
+    assert rc == 0
     i = states.index("error")
     assert states[i + 1] == "listening", states  # recovered after the backoff
     assert mic.closes >= 1 and mic.violations == []
 
 
+class BreakLightMic(ScriptedMic):
+    def read(self):
+        if self.reads == 5:
+            self.daemon.indicator._device.close()  # the LED's GPIO is gone
+        return super().read()
+
+
+class FullDiskMic(ScriptedMic):
+    def read(self):
+        if self.reads == 5:
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, self.daemon.ledger._fd)  # the disk is full from now on, under the ledger's own fd
+            os.close(full)
+        return super().read()
+
+
 def test_light_failure_fails_closed(tmp_path, clips):
     """P5: if the LED cannot be driven, the mic closes (ERROR) and nothing is captured."""
-    factory = MockFactory(pin_class=MockPWMPin)
-    probe = Probe()
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
-
-    class BreakLightMic(ScriptedMic):
-        def read(self):
-            if self.reads == 5:
-                self.daemon.indicator._device.close()  # the LED's GPIO is gone
-            return super().read()
-
-    mic = BreakLightMic(audio, set(), factory, probe)
-    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
-                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
-    probe.daemon = mic.daemon = daemon
-    stopper = threading.Timer(3.0, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    rc, daemon, mic, probe, states = _run_with(tmp_path, BreakLightMic, audio, stop_after_s=3.0)
     assert probe.blocks == 0, "no audio may pass the wake detector without a confirmed light"
-    states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
     assert "error" in states and "capturing" not in states
     assert not mic.is_open
 
 
 def test_ledger_failure_fails_closed(tmp_path, clips):
     """P5: if the ledger cannot be written, the mic closes and stays closed."""
-    import os
-    factory = MockFactory(pin_class=MockPWMPin)
-    probe = Probe()
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
-
-    class FullDiskMic(ScriptedMic):
-        def read(self):
-            if self.reads == 5:
-                full = os.open("/dev/full", os.O_WRONLY)
-                os.dup2(full, self.daemon.ledger._fd)  # the disk is full from now on
-                os.close(full)
-            return super().read()
-
-    mic = FullDiskMic(audio, set(), factory, probe)
-    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
-                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
-    probe.daemon = mic.daemon = daemon
-    stopper = threading.Timer(3.0, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    rc, daemon, mic, probe, states = _run_with(tmp_path, FullDiskMic, audio, stop_after_s=3.0)
     assert probe.blocks == 0
     assert daemon.gate.state in (State.ERROR, State.MUTED)
     assert not mic.is_open
