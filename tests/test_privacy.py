@@ -173,6 +173,18 @@ def make_cfg(tmp_path: Path, **over) -> C.Config:
     return replace(base, **over)
 
 
+class PatternProbe(Probe):
+    """Also notes which light pattern is shown while capture audio arrives."""
+
+    def __init__(self):
+        super().__init__()
+        self.patterns: set[str] = set()
+
+    def process(self, block):
+        self.patterns.add(self.daemon.indicator.pattern.name)
+        return super().process(block)
+
+
 def run_daemon(cfg, audio, mute_at=(), probe=None):
     factory = MockFactory(pin_class=MockPWMPin)
     probe = probe or Probe()
@@ -242,7 +254,8 @@ def test_debug_recording_is_the_only_disk_path_and_is_ledgered(tmp_path, clips):
     cfg = make_cfg(tmp_path / "state")
     cfg = replace(cfg, debug=C.DebugConfig(record_dir=str(rec)))
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 3
-    rc, daemon, mic, probe, writes = run_daemon(cfg, audio)
+    rc, daemon, mic, probe, writes = run_daemon(cfg, audio, probe=PatternProbe())
+    assert probe.patterns == {"DEBUG RECORDING"}, "the light shows its own pattern while recording to disk"
     files = sorted(rec.glob("*.wav"))
     assert len(files) == 1 and [Path(w) for w in writes] == files
     entries = [e for _, e, _ in L.read_entries(tmp_path / "state" / "ledger.jsonl")]
