@@ -12,7 +12,6 @@ truncations evident to the owner; it does not stop someone with root from rewrit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,14 @@ from typing import Any, Iterator
 
 from tallylight.errors import LedgerError
 
+try:  # CPython's own SHA-256: hashlib would load OpenSSL's libcrypto (~3 MB resident) just for this
+    from _sha256 import sha256 as _sha256  # Python 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256 as _sha256  # Python 3.12+
+    except ImportError:
+        from hashlib import sha256 as _sha256
+
 _LOG = logging.getLogger(__name__)
 GENESIS = "0" * 64
 
@@ -31,7 +38,7 @@ GENESIS = "0" * 64
 def _digest(entry: dict[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return _sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _now_iso() -> str:
