@@ -13,10 +13,24 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   of one-phone or common words as an alternative to the commands was tried: it made the FSG search
   50-100x slower, too slow for a Pi.)
 - **Truncated hypotheses.** The FSG search can end in a state that is not the end of a phrase
-  ("Final result does not match the grammar"); such a result has `complete=False` and is never a
-  command as it stands.
+  ("Final result does not match the grammar"); such a result has `complete=False` and confidence 0:
+  it is never a command. (Guessing the completion of "what's the" or "turn off the" turned
+  non-command speech into commands; after the final pass below no in-grammar clip needed it.)
+- **A final pass with the utterance's own cepstral mean.** pocketsphinx's live CMN starts from the
+  model's prior and only updates after about 3 s, so a short command is decoded with the wrong
+  mean: "thirteen" became "thirty", "lights on" became "lights off". So `process` decodes as the
+  audio comes only for partial results (the pipeline's early end), and `finish` decodes the whole
+  utterance again in one batch, with CMN over the whole utterance, for the result (tuned voices:
+  81% -> 92% right intents). That costs a second pass: about twice the CPU, and the final pass's
+  time between the end of speech and the result.
+- **Stretched words.** Speech that is not a command is forced onto a command whose words then
+  stretch over seconds. A word holding more than MAX_FRAMES_PER_PHONE frames per phone
+  gives confidence 0 (commands measured at most ~22, recorded non-command speech 33-85).
 
-The recognizer keeps one number per 10 ms frame (its energy) during the utterance, never the audio.
+During an utterance the recognizer holds, besides the decoder's own state, one number per 10 ms frame
+(its energy) and a copy of the utterance's samples for the final pass: that copy lives in RAM only,
+is bounded by the capture (capture.max_s), and is overwritten with zeros in `finish`, `reset` and
+`close`.
 """
 
 from __future__ import annotations
@@ -46,6 +60,8 @@ LOUD_ABOVE_FLOOR_DB = 10.0
 # recognizer.min_confidence of 0.5 a result is kept when >= 84.5% of the loud frames are command
 # words. Measured on whole clips: commands 85-100%, the rejection set 5-84% (scripts/measure-intents).
 COVERAGE_ZERO = 0.69
+# A word with more 10 ms frames per phone than this is stretched over speech it does not explain (see above).
+MAX_FRAMES_PER_PHONE = 28.0
 
 _JSGF_HEADER = re.compile(r"^\s*(#JSGF[^;]*;|grammar\s+[^;]+;|import\s+[^;]+;)", re.M)
 _JSGF_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
@@ -122,13 +138,14 @@ class SphinxRecognizer(Recognizer):
             self.close()
             raise EngineError(f"pocketsphinx could not load the command grammar: {e}") from None
         self.noise_floor = noise_floor
-        # Live CMN adapts from one utterance to the next, so a result would depend on what was said
-        # before. Each utterance starts from the model's initial mean instead: results are
-        # reproducible, and CMN still adapts within the utterance.
+        # The final pass uses batch CMN (the utterance's own mean); the prior is restored before each
+        # utterance anyway, so no result depends on what was said before.
         self._cmn0 = self._decoder.get_cmn(False)
         self._in_utt = False
         self._last_partial = ""
         self._energy: list[float] = []  # dB per 10 ms frame of this utterance (not the audio)
+        self._audio = bytearray()  # the utterance's prepared samples, for the final pass; zeroed after
+        self.last_stretch = 0.0  # loud frames per phone of the last result's most stretched word
         self._carry = b""
         self._frame_fill, self._frame_sum = 0, 0.0
         self._rng = np.random.default_rng(0)
@@ -178,6 +195,8 @@ class SphinxRecognizer(Recognizer):
             self._frame_fill = len(rest)
 
     def process(self, block: bytes) -> Hypothesis | None:
+        """Decode a block as it comes, for partial results (a new partial, or None when unchanged).
+        The final result comes from a second pass in `finish` (see the module docstring)."""
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
@@ -185,7 +204,9 @@ class SphinxRecognizer(Recognizer):
             self._decoder.start_utt()
             self._in_utt = True
         if block:
-            self._decoder.process_raw(self._prepare(block), False, False)
+            prepared = self._prepare(block)
+            self._audio += prepared
+            self._decoder.process_raw(prepared, False, False)
         hyp = self._decoder.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
         if text == self._last_partial:
@@ -198,27 +219,64 @@ class SphinxRecognizer(Recognizer):
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
             return Hypothesis("", 0.0, final=True, complete=False)
-        self._decoder.end_utt()
+        self._decoder.end_utt()  # the streaming pass: its partial results, and a fallback below
         self._in_utt = False
         hyp = self._decoder.hyp()
-        text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
+        streamed = " ".join(hyp.hypstr.split()) if hyp is not None else ""
         result = Hypothesis("", 0.0, final=True, complete=False)
-        if text:
-            coverage = self._coverage()
-            confidence = min(1.0, max(0.0, (coverage - COVERAGE_ZERO) / (1.0 - COVERAGE_ZERO)))
-            result = Hypothesis(text, confidence, final=True, complete=bool(self._fsg.accept(text)))
+        if self._audio:
+            # The final pass: the whole utterance at once, so CMN uses its own cepstral mean. The
+            # front end is re-initialised first: after the streaming pass its state (noise
+            # estimate) cost the batch pass most of its gain.
+            self._decoder.reinit_feat()
+            self._decoder.set_cmn(self._cmn0)
+            self._decoder.start_utt()
+            self._decoder.process_raw(self._audio, False, True)
+            self._decoder.end_utt()
+            hyp = self._decoder.hyp()
+            text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
+            if text:
+                complete = bool(self._fsg.accept(text))
+                coverage = self._coverage()
+                self.last_stretch = self._stretch()
+                confidence = min(1.0, max(0.0, (coverage - COVERAGE_ZERO) / (1.0 - COVERAGE_ZERO)))
+                if not complete or self.last_stretch > MAX_FRAMES_PER_PHONE:
+                    _LOG.debug("pocketsphinx: %r not trusted (complete=%s, %.1f frames per phone)", text, complete,
+                               self.last_stretch)
+                    confidence = 0.0
+                result = Hypothesis(text, confidence, final=True, complete=complete)
+            elif streamed:
+                # The batch pass found no path to the end of a phrase (a phrase cut short); the
+                # streaming pass's truncated text still goes in the transcript, never trusted.
+                result = Hypothesis(streamed, 0.0, final=True, complete=bool(self._fsg.accept(streamed)))
         self._forget()
         return result
 
-    def _coverage(self) -> float:
-        """Share of the utterance's loud frames that lie inside command words (not silence/filler)."""
+    def _loud(self) -> np.ndarray:
+        """Per 10 ms frame: speech to be explained (near the loudest frame, well above the floor)."""
         energy = np.asarray(self._energy)
         if energy.size == 0:
-            return 0.0
-        loud = energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB)
+            return np.zeros(0, dtype=bool)
+        return energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB)
+
+    def _stretch(self) -> float:
+        """Frames per phone of the result's most stretched word. (Counting only loud frames, or only
+        frames up to the last loud one, let recorded speech through: it is the quieter speech a
+        command word is stretched over that gives it away.)"""
+        worst = 0.0
+        for seg in self._decoder.seg() or ():
+            if seg.word.startswith(("<", "[", "+")):
+                continue
+            phones = self._decoder.lookup_word(seg.word.split("(")[0]) or ""
+            worst = max(worst, (seg.end_frame - seg.start_frame + 1) / max(len(phones.split()), 1))
+        return worst
+
+    def _coverage(self) -> float:
+        """Share of the utterance's loud frames that lie inside command words (not silence/filler)."""
+        loud = self._loud()
         if not loud.any():
             return 0.0
-        in_word = np.zeros(energy.size, dtype=bool)
+        in_word = np.zeros(loud.size, dtype=bool)
         for seg in self._decoder.seg() or ():
             if seg.word.startswith(("<", "[", "+")):
                 continue  # <s>, </s>, <sil>, [NOISE], [SPEECH]
@@ -226,6 +284,8 @@ class SphinxRecognizer(Recognizer):
         return float((loud & in_word).sum() / loud.sum())
 
     def _forget(self) -> None:
+        self._audio[:] = bytes(len(self._audio))  # overwrite before letting go
+        self._audio = bytearray()
         self._last_partial = ""
         self._energy = []
         self._carry = b""
@@ -244,4 +304,6 @@ class SphinxRecognizer(Recognizer):
         if self._closed:
             return
         self._closed = True
+        if hasattr(self, "_audio"):  # close() also runs when __init__ fails half-way
+            self._forget()
         self._decoder = None  # the C decoder is freed with its last reference

@@ -1,0 +1,110 @@
+"""Intent accuracy through the real pipeline: `listen_file` with the shipped config and its
+understander (gate, wake detector, pre-roll, VAD endpointing, pocketsphinx with the command grammar,
+matcher). A compact floor: scripts/measure-intents has the full tables and the goals (97% right,
+100% rejection). Generated speech varies with the espeak-ng version, so the floor sits below them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import speech
+from tallylight.config import load
+from tallylight.listen import listen_file
+from tallylight.speech.understand import make_understander
+
+# One phrase per default command (two for the timer: both ends of its range and a two-word number).
+COMMANDS = [
+    ("turn on the light", "light_on", {}),
+    ("turn off the light", "light_off", {}),
+    ("what time is it", "time", {}),
+    ("set a timer for twenty five minutes", "timer", {"minutes": 25}),
+    ("set a timer for one minute", "timer", {"minutes": 1}),
+    ("cancel the timer", "timer_cancel", {}),
+    ("volume up", "volume_up", {}),
+    ("volume down", "volume_down", {}),
+    ("stop the alarm", "stop", {}),
+    ("stop listening", "mute", {}),
+]
+VOICES = [("en-us", 0.03), ("en-gb", 0.03)]
+
+# Not commands, each rejected in every voice and noise condition scripts/measure-intents tried.
+NOT_COMMANDS = ["what is the weather like", "play some music", "cancel my meeting", "what time is the game on"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(repo):
+    """The shipped config and the understander users get."""
+    cfg = load(repo / "config" / "tallylight.toml")
+    consumer = make_understander(cfg)
+    yield cfg, consumer
+    consumer.close()
+
+
+def intents(pipeline, path) -> tuple[int, list]:
+    cfg, consumer = pipeline
+    events = listen_file(cfg, path, consumer)
+    return (sum(e.kind == "wake" for e in events),
+            [(e.name, dict(e.slots)) for e in events if e.kind == "intent"])
+
+
+def test_default_commands_after_the_wake_word(pipeline, synth):
+    right, woken, misses = 0, 0, []
+    for voice, noise in VOICES:
+        for said, name, slots in COMMANDS:
+            clip = synth(f"okay nabu, {said}", voice=voice, speed=160, noise=noise, lead_s=0.8, tail_s=1.5)
+            wakes, got = intents(pipeline, clip)
+            woken += wakes > 0
+            if got == [(name, slots)]:
+                right += 1
+            else:
+                misses.append((voice, said, got))
+    # The wake detector hears these voices (scripts/measure-intents: no misses); without the wake
+    # there is nothing for the recognizer to get right.
+    assert woken >= 0.9 * len(VOICES) * len(COMMANDS), f"the wake word fired in only {woken} clips"
+    assert right >= 0.9 * woken, f"{right}/{woken} right; misses: {misses}"
+
+
+def test_generated_non_commands_give_no_intent(pipeline, synth):
+    fired = []
+    for text in NOT_COMMANDS:
+        wakes, got = intents(pipeline, synth(f"okay nabu, {text}", voice="en-us", speed=160, lead_s=0.8, tail_s=1.5))
+        assert wakes, f"the wake word did not fire before {text!r}: the test would mean nothing"
+        if got:
+            fired.append((text, got))
+    assert fired == []
+
+
+@pytest.mark.slow
+def test_recorded_speech_gives_no_intent(pipeline, shared_speech, synth, tmp_path):
+    """Read speech, digits and keywords, each after "okay nabu" the way a capture would see them."""
+    wake = synth("okay nabu", lead_s=0.8, tail_s=0.2)
+    recordings = sorted((shared_speech / "pocketsphinx" / "librivox").glob("*.wav"))
+    recordings += [shared_speech / "vosk" / "test.wav", shared_speech / "porcupine" / "multiple_keywords.wav"]
+    assert len(recordings) == 7
+    fired = []
+    for rec in recordings:
+        joined = tmp_path / f"wake+{rec.name}"
+        subprocess.run(["sox", str(wake), "-r", "16000", "-c", "1", "-b", "16", str(rec), str(joined)], check=True)
+        wakes, got = intents(pipeline, joined)
+        assert wakes, f"the wake word did not fire before {rec.name}: the test would mean nothing"
+        if got:
+            fired.append((rec.name, got))
+    assert fired == []
+
+
+def test_listen_json_gives_typed_slots(repo, synth):
+    clip = synth("okay nabu, set a timer for twenty five minutes", speed=160, noise=0.03, lead_s=0.8, tail_s=1.5)
+    r = subprocess.run([sys.executable, "-m", "tallylight", "listen", str(clip), "--json",
+                        "--config", str(repo / "config" / "tallylight.toml")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    found = [e for e in events if e["event"] == "intent"]
+    assert [(e["name"], e["slots"]) for e in found] == [("timer", {"minutes": 25})]
+    assert type(found[0]["slots"]["minutes"]) is int  # a JSON number, not "25"
+    assert not any(e["event"] == "action" for e in events), "listen acts only with --act"
