@@ -1127,10 +1127,10 @@ class TimedConsumer:
         finally:
             self.cpu_s += time.process_time() - c0
 
-    def finish(self, t):
+    def finish(self, t, audio=None):
         w0, c0 = time.perf_counter(), time.process_time()
         try:
-            return self.inner.finish(t)
+            return self.inner.finish(t, audio)
         finally:
             self.finish_s.append(time.perf_counter() - w0)
             self.cpu_s += time.process_time() - c0
@@ -1214,7 +1214,7 @@ def recognizer_cpu(rec_factory: Callable[[], Any], clips: Sequence[bytes], round
         rec.reset()
         for i in range(0, len(pcm), block):
             rec.process(pcm[i:i + block])
-        rec.finish()
+        rec.finish(pcm)  # as the pipeline does: the capture for the final pass
 
     rates = []
     try:

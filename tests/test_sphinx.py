@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import wave
 
+import numpy as np
 import pytest
 
 import speech
@@ -41,7 +42,7 @@ def rec():
 def decode(rec: SphinxRecognizer, pcm: bytes, block: int = BLOCK) -> tuple[list[Hypothesis], Hypothesis]:
     rec.reset()
     partials = [h for i in range(0, len(pcm), block) if (h := rec.process(pcm[i : i + block])) is not None]
-    return partials, rec.finish()
+    return partials, rec.finish(pcm)
 
 
 def wav_pcm(path) -> bytes:
@@ -157,3 +158,13 @@ def test_close_twice_and_use_after_close():
 def test_jsgf_words():
     assert jsgf_words(COMMANDS_JSGF) >= {"turn", "on", "the", "light", "ninety", "listening"}
     assert not {w for w in jsgf_words(COMMANDS_JSGF) if not w.isalpha()}
+
+
+def test_keeps_no_copy_of_the_utterance(rec, synth):
+    """P4: the final pass reads the pipeline's capture buffer; the recognizer itself holds no audio."""
+    pcm = speech.pcm(synth("turn on the light"))
+    partials, final = decode(rec, pcm)
+    assert final.text == "turn on the light"
+    held = {k: len(v) for k, v in vars(rec).items()
+            if isinstance(v, (bytes, bytearray, memoryview, np.ndarray)) and len(v) > 64}
+    assert held == {}, f"audio-sized buffers left in the recognizer: {held}"

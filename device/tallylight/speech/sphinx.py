@@ -144,7 +144,6 @@ class SphinxRecognizer(Recognizer):
         self._in_utt = False
         self._last_partial = ""
         self._energy: list[float] = []  # dB per 10 ms frame of this utterance (not the audio)
-        self._audio = bytearray()  # the utterance's prepared samples, for the final pass; zeroed after
         self.last_stretch = 0.0  # loud frames per phone of the last result's most stretched word
         self._carry = b""
         self._frame_fill, self._frame_sum = 0, 0.0
@@ -158,6 +157,15 @@ class SphinxRecognizer(Recognizer):
     @property
     def words(self) -> set[str]:
         return set(self._words)
+
+    def _with_noise_floor(self, audio: bytes | memoryview) -> np.ndarray:
+        """The final pass's input: the capture buffer plus the same seeded noise floor. A temporary
+        array, zeroed before finish() returns: the recognizer keeps no copy of the utterance (P4)."""
+        samples = np.frombuffer(audio, dtype="<i2", count=len(audio) // 2)
+        if not self.noise_floor:
+            return samples.copy()
+        noise = np.random.default_rng(0).normal(0.0, self.noise_floor, samples.shape)
+        return np.clip(samples + noise, -32768, 32767).astype("<i2")
 
     def _prepare(self, block: bytes) -> bytes:
         data = self._carry + block
@@ -204,9 +212,7 @@ class SphinxRecognizer(Recognizer):
             self._decoder.start_utt()
             self._in_utt = True
         if block:
-            prepared = self._prepare(block)
-            self._audio += prepared
-            self._decoder.process_raw(prepared, False, False)
+            self._decoder.process_raw(self._prepare(block), False, False)
         hyp = self._decoder.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
         if text == self._last_partial:
@@ -214,7 +220,7 @@ class SphinxRecognizer(Recognizer):
         self._last_partial = text
         return Hypothesis(text, 0.0, final=False, complete=bool(text) and bool(self._fsg.accept(text)))
 
-    def finish(self) -> Hypothesis:
+    def finish(self, audio: bytes | memoryview | None = None) -> Hypothesis:
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
@@ -223,32 +229,35 @@ class SphinxRecognizer(Recognizer):
         self._in_utt = False
         hyp = self._decoder.hyp()
         streamed = " ".join(hyp.hypstr.split()) if hyp is not None else ""
-        result = Hypothesis("", 0.0, final=True, complete=False)
-        if self._audio:
+        if audio is not None and len(audio) >= 2:
             # The final pass: the whole utterance at once, so CMN uses its own cepstral mean. The
             # front end is re-initialised first: after the streaming pass its state (noise
-            # estimate) cost the batch pass most of its gain.
+            # estimate) cost the batch pass most of its gain. Without `audio` the streaming
+            # pass's result is judged instead.
+            samples = self._with_noise_floor(audio)
             self._decoder.reinit_feat()
             self._decoder.set_cmn(self._cmn0)
             self._decoder.start_utt()
-            self._decoder.process_raw(self._audio, False, True)
+            self._decoder.process_raw(samples.tobytes(), False, True)
             self._decoder.end_utt()
+            samples[:] = 0
             hyp = self._decoder.hyp()
-            text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
-            if text:
-                complete = bool(self._fsg.accept(text))
-                coverage = self._coverage()
-                self.last_stretch = self._stretch()
-                confidence = min(1.0, max(0.0, (coverage - COVERAGE_ZERO) / (1.0 - COVERAGE_ZERO)))
-                if not complete or self.last_stretch > MAX_FRAMES_PER_PHONE:
-                    _LOG.debug("pocketsphinx: %r not trusted (complete=%s, %.1f frames per phone)", text, complete,
-                               self.last_stretch)
-                    confidence = 0.0
-                result = Hypothesis(text, confidence, final=True, complete=complete)
-            elif streamed:
-                # The batch pass found no path to the end of a phrase (a phrase cut short); the
-                # streaming pass's truncated text still goes in the transcript, never trusted.
-                result = Hypothesis(streamed, 0.0, final=True, complete=bool(self._fsg.accept(streamed)))
+        text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
+        result = Hypothesis("", 0.0, final=True, complete=False)
+        if text:
+            complete = bool(self._fsg.accept(text))
+            coverage = self._coverage()
+            self.last_stretch = self._stretch()
+            confidence = min(1.0, max(0.0, (coverage - COVERAGE_ZERO) / (1.0 - COVERAGE_ZERO)))
+            if not complete or self.last_stretch > MAX_FRAMES_PER_PHONE:
+                _LOG.debug("pocketsphinx: %r not trusted (complete=%s, %.1f frames per phone)", text, complete,
+                           self.last_stretch)
+                confidence = 0.0
+            result = Hypothesis(text, confidence, final=True, complete=complete)
+        elif streamed:
+            # The batch pass found no path to the end of a phrase (a phrase cut short); the
+            # streaming pass's truncated text still goes in the transcript, never trusted.
+            result = Hypothesis(streamed, 0.0, final=True, complete=bool(self._fsg.accept(streamed)))
         self._forget()
         return result
 
@@ -284,8 +293,6 @@ class SphinxRecognizer(Recognizer):
         return float((loud & in_word).sum() / loud.sum())
 
     def _forget(self) -> None:
-        self._audio[:] = bytes(len(self._audio))  # overwrite before letting go
-        self._audio = bytearray()
         self._last_partial = ""
         self._energy = []
         self._carry = b""
@@ -304,6 +311,6 @@ class SphinxRecognizer(Recognizer):
         if self._closed:
             return
         self._closed = True
-        if hasattr(self, "_audio"):  # close() also runs when __init__ fails half-way
+        if hasattr(self, "_energy"):  # close() also runs when __init__ fails half-way
             self._forget()
         self._decoder = None  # the C decoder is freed with its last reference
