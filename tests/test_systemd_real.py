@@ -88,11 +88,21 @@ def unit_under_test(rig: SystemdRig, config: Path, asound: Path, log: Path, resu
         # '+': runs outside the sandbox, which could not write to the rig folder.
         f"ExecStopPost=+/bin/sh -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" >> {rig.inside(results)}'",
     ]
+    extra += _checkout_visible()
+    text = text.replace("ProtectHome=yes", "ProtectHome=tmpfs")  # so binds below /root can show through
+    return text.replace("[Install]", "\n".join(extra) + "\n\n[Install]")
+
+
+def _checkout_visible() -> list[str]:
+    """Directives that let the sandboxed test copy see this checkout's venv and its Python: the
+    checkout may live under /tmp (hidden by PrivateTmp, as CI's clone may be) or /root (hidden by
+    ProtectHome), and pyenv's Python under /root. On a Pi the venv is /opt/tallylight/venv and the
+    interpreter /usr/bin/python3, and the shipped unit needs none of this."""
+    extra = [f"BindReadOnlyPaths={REPO}"]
     python_home = Path(sys.base_prefix).resolve()
     if python_home.parts[1:2] in (("root",), ("home",)):
-        text = text.replace("ProtectHome=yes", "ProtectHome=tmpfs")
         extra.append(f"BindReadOnlyPaths={python_home}")
-    return text.replace("[Install]", "\n".join(extra) + "\n\n[Install]")
+    return extra
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +251,6 @@ def probe_unit(rig: SystemdRig, work: Path, hardened: bool) -> str:
     script, out = work / f"{name}.py", work / f"{name}.out"
     script.write_text(PROBE)
     script.chmod(0o644)
-    python_home = Path(sys.base_prefix).resolve()
     if not hardened:
         return (f"[Service]\nType=oneshot\nExecStart={VENV_BIN / 'python'} {rig.inside(script)}\n"
                 f"StandardOutput=append:{rig.inside(out)}\n")
@@ -250,9 +259,8 @@ def probe_unit(rig: SystemdRig, work: Path, hardened: bool) -> str:
     text = text.replace("Type=notify", "Type=oneshot").replace("WatchdogSec=10s", "")
     text = text.replace("Restart=on-failure", "")
     extra = [f"StandardOutput=append:{rig.inside(out)}"]
-    if python_home.parts[1:2] in (("root",), ("home",)):
-        text = text.replace("ProtectHome=yes", "ProtectHome=tmpfs")
-        extra.append(f"BindReadOnlyPaths={python_home}")
+    extra += _checkout_visible()
+    text = text.replace("ProtectHome=yes", "ProtectHome=tmpfs")
     return text.replace("[Install]", "\n".join(extra) + "\n\n[Install]")
 
 
