@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 sys.path.insert(0, str(ROOT / "tests"))  # speech.py (espeak-ng speech), audio_rigs.py (PulseAudio mic)
+from wake_corpus import SENTENCES as _WAKE_SENTENCES  # noqa: E402
 
 import speech  # noqa: E402
 
@@ -68,19 +69,9 @@ from tallylight.pcm import BYTES_PER_SECOND, RATE, block_bytes  # noqa: E402
 MUTE_PIN, LED_PIN = 17, 27
 FRAME_10MS = RATE // 100  # samples
 
-# What is said while the speaker only listens (no wake word), and the voices that say it.
-SENTENCES = (
-    "what time is it",
-    "the weather will be cloudy tomorrow with some rain in the afternoon",
-    "can you pass me the salt please",
-    "i think we should leave at seven",
-    "the cat is sleeping on the sofa again",
-    "please call my mother when you get home",
-    "how many apples are left in the bowl",
-    "play some music in the living room",
-    "we need more milk and bread",
-    "nobody knows where the keys went",
-)
+# What is said while the speaker only listens (no wake word): the wake corpus's ordinary sentences,
+# less two commands; and the voices that say it.
+SENTENCES = tuple(x for x in _WAKE_SENTENCES if x not in ("turn on the kitchen light", "set a timer for five minutes"))
 VOICES = ("en-us", "en-gb", "en+m3", "en-gb-x-rp", "en-us+m7", "en-gb-scotland", "en-029+f4", "en-us-nyc",
           "en+f2", "en-gb-x-gbclan", "en-us+f3", "en-gb-x-gbcwmd+m3")
 # One phrase for each default command (config/tallylight.toml), with the intent it must give.
