@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import speech
@@ -14,6 +15,7 @@ import wake_corpus as wc
 from tallylight.config import WakeConfig
 from tallylight.errors import ConfigError, EngineError, TallylightError
 from tallylight.wake import (
+    MICROWAKEWORD_MODELS,
     MicroWakeWordDetector,
     OpenWakeWordDetector,
     WakeDetection,
@@ -115,6 +117,43 @@ def test_block_size_does_not_change_detections(engine, synth):
             assert len(got) == len(ref), (size, got, ref)
             for a, b in zip(got, ref):
                 assert abs(a - b) <= (size + BLOCK) / 32000 + 1e-9, (size, got, ref)
+
+
+
+@pytest.mark.parametrize("model", MICROWAKEWORD_MODELS)
+def test_microwakeword_scores_equal_the_librarys_own_step(model, synth):
+    """MicroWakeWordDetector runs the model through its own leaner streaming step: every score must
+    be the library's windowed probability (MicroWakeWordFeatures + process_streaming_prob), bit for
+    bit, including around detections, after a reset, and on loud noise."""
+    from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
+    from pymicro_wakeword.microwakeword import _MODELS_DIR
+
+    noise = np.random.default_rng(0).normal(0, 4000, 16000 * 3).clip(-32768, 32767).astype("<i2").tobytes()
+    clips = [speech.pcm(synth("okay nabu, turn on the light", voice="en-us")),
+             speech.pcm(synth("hey jarvis, what time is it", voice="en-gb")), noise]
+    with MicroWakeWordDetector(model) as det:
+        assert det._step is not None, "the lean step should apply to every builtin model"
+        lib = MicroWakeWord.from_config(_MODELS_DIR / f"{model}.json")
+        features = MicroWakeWordFeatures()
+        frame = det.frame_samples * 2
+        compared = 0
+        for clip in clips:
+            det.reset()
+            lib.reset()
+            features.reset()
+            rows = 0
+            for i in range(0, len(clip) - frame + 1, frame):
+                ours = det._score(clip[i:i + frame])
+                want = None
+                for f in features.process_streaming(clip[i:i + frame]):
+                    prob = lib.process_streaming_prob(f)
+                    rows += 1
+                    if rows % lib.stride == 0:  # in between, the library returns a placeholder 0.0
+                        want = prob
+                assert ours == want, (model, i, ours, want)
+                compared += want is not None
+        lib.close()
+    assert compared > 300
 
 
 def test_whole_file_in_one_block(mww, synth):
