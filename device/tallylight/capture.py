@@ -32,7 +32,15 @@ class PrerollRing:
         return self._filled
 
     def push(self, block: bytes) -> None:
-        data = memoryview(block)[-self.capacity:]
+        n, end, capacity = len(block), self._end, self.capacity
+        if n <= capacity - end:
+            # The common case, once per audio block: it fits before the end of the ring.
+            self._buf[end:end + n] = block
+            self._end = 0 if end + n == capacity else end + n
+            if self._filled < capacity:
+                self._filled = min(capacity, self._filled + n)
+            return
+        data = memoryview(block)[-capacity:]
         n = len(data)
         first = min(n, self.capacity - self._end)
         self._buf[self._end:self._end + first] = data[:first]

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tallylight import __version__
 from tallylight.config import Config
@@ -217,7 +217,9 @@ class Daemon:
         self.blocks_read += 1
         if not self._ready_sent:
             self._ready()
-        self._emit(self.pipeline.process(block))
+        events = self.pipeline.process(block)
+        if events:
+            self._emit(events)
 
     def _ready(self) -> None:
         """READY=1 once the first block came from the open mic through the wake engine's input, or
@@ -278,7 +280,7 @@ class Daemon:
             self.notifier.watchdog()
             self._stopping.wait(min(0.25, max(0.0, deadline - time.monotonic())))
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, events: Sequence[Event]) -> None:
         for ev in events:
             _LOG.info("%s", _describe(ev))
             if self.responder is not None:

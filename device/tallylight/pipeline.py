@@ -8,7 +8,7 @@ daemon feeds it the microphone, through exactly the same code.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from tallylight.capture import CaptureBuffer, PrerollRing
 from tallylight.config import CaptureConfig
@@ -17,6 +17,8 @@ from tallylight.gate import PrivacyGate, State
 from tallylight.pcm import BYTES_PER_SECOND
 
 _LOG = logging.getLogger(__name__)
+
+_NO_EVENTS: tuple[Event, ...] = ()
 
 
 class UtteranceConsumer(Protocol):
@@ -63,7 +65,7 @@ class Pipeline:
         out, self._events = self._events, []
         return out
 
-    def process(self, block: bytes) -> list[Event]:
+    def process(self, block: bytes) -> Sequence[Event]:
         if not self.gate.mic_open_allowed:
             # The daemon closes the mic before this can happen; refuse rather than trust it (P1).
             raise RuntimeError(f"audio block offered while the gate is {self.gate.state.value}")
@@ -73,7 +75,8 @@ class Pipeline:
             self._capture(block)
         else:
             self._listen(block)
-        return self.drain()
+        # Most blocks give no event: hand back one shared empty tuple rather than a new list each time.
+        return self.drain() if self._events else _NO_EVENTS
 
     def _listen(self, block: bytes) -> None:
         self.ring.push(block)
