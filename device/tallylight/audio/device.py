@@ -335,7 +335,10 @@ class MicSource:
                 raw = self._stream.read(self._in_frames, exception_on_overflow=False)
             except (OSError, IOError) as e:
                 self._lost(_oserror_text(e))
-            self._blocks.feed(self._converter.process(raw))
+            data = self._converter.process(raw)
+            if len(data) == self._blocks.n and not self._blocks.pending:
+                return data  # exactly one block and nothing held (16 kHz mono): no re-cutting
+            self._blocks.feed(data)
 
     def _wait_for_input(self) -> bool:
         """Sleep until a whole device period is ready, instead of blocking in stream.read(): when a

@@ -216,7 +216,10 @@ class WavFileSource:
                 raise AudioFileError(f"{self.path}: ended early while reading (was it changed while in use?)")
             self._frames_left -= n
             if raw:
-                self._blocks.feed(self._converter.process(to_s16(raw, info.sample_width)))
+                data = self._converter.process(to_s16(raw, info.sample_width))
+                if self._frames_left and len(data) == self._blocks.n and not self._blocks.pending:
+                    return data  # exactly one block and nothing held (a 16 kHz mono file): no re-cutting
+                self._blocks.feed(data)
             if self._frames_left == 0:
                 self._blocks.feed(self._converter.flush())
                 self._ended = True
