@@ -235,20 +235,27 @@ class Daemon:
             self._apply_switch(change)
 
     def _apply_switch(self, muted: bool) -> None:
+        if muted:
+            # P1: the stream closes before the gate records the mute: the ledger's fsync can take
+            # tens of ms on a busy SD card, and less audio never waits for the record of it.
+            closed_at = self._close_mic("mute control")
+            if closed_at is not None and self.mute.last_edge_time is not None:
+                self.mute_latencies.append(closed_at - self.mute.last_edge_time)
         self.gate.switch_changed(muted)
         if not self.gate.mic_open_allowed:
             self._close_mic()
             self.pipeline.forget()
         self._emit(self.pipeline.drain())
 
-    def _close_mic(self) -> None:
-        if self.mic.is_open:
-            # stop() keeps PortAudio initialised: closing takes ~1-2 ms instead of ~5-20 ms.
-            (self.mic.stop if hasattr(self.mic, "stop") else self.mic.close)()
-            edge = self.mute.last_edge_time
-            if edge is not None and self.gate.state is State.MUTED:
-                self.mute_latencies.append(time.monotonic() - edge)
-            _LOG.info("microphone closed (%s)", self.gate.state.value)
+    def _close_mic(self, why: str = "") -> float | None:
+        """Close the stream if it is open; returns when it was closed (time.monotonic), else None."""
+        if not self.mic.is_open:
+            return None
+        # stop() keeps PortAudio initialised: closing takes ~1-2 ms instead of ~5-20 ms.
+        (self.mic.stop if hasattr(self.mic, "stop") else self.mic.close)()
+        closed_at = time.monotonic()
+        _LOG.info("microphone closed (%s)", why or self.gate.state.value)
+        return closed_at
 
     def voice_mute(self) -> None:
         """The "stop listening" command: mute now; only the physical control unmutes."""
