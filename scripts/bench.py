@@ -951,6 +951,10 @@ def table_rss(ctx: "Ctx") -> Table:
                        f"holding only the wake engine): PortAudio probes every PCM the ALSA configuration defines, "
                        f"which loads these plugin modules and what they link to ({', '.join(p.removeprefix('libasound_module_') for p in pa['plugins']) or 'none'}), "
                        f"{pa['libs']} shared libraries in all")
+        shares = [(name.removeprefix("libasound_module_").removesuffix(".so"), mib, n) for name, (mib, n) in pa.get("shares", {}).items()]
+        if shares:
+            t.notes.append("what each ALSA plugin brought in (resident MiB of it and of the libraries it loaded that nothing "
+                           "had loaded before): " + ", ".join(f"{name} {mib:.1f} ({n} files)" for name, mib, n in shares if mib >= 0.05))
     for name, rs in runs.items():
         good = [r for r in rs if r.mappings]
         if good:
@@ -959,19 +963,47 @@ def table_rss(ctx: "Ctx") -> Table:
 
 
 PA_INIT_PROBE = textwrap.dedent("""
-    import json, re
+    import json, os, re, subprocess
     def rss():
         return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+    def resident_by_file():
+        out, name = {}, ""
+        for line in open("/proc/self/smaps"):
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                parts = line.split(None, 5)
+                name = parts[5].strip() if len(parts) > 5 else ""
+            elif first == "Rss:" and name.startswith("/"):
+                out[name] = out.get(name, 0.0) + int(line.split()[1]) / 1024
+        return out
+    def links(path):  # the file and every library it loads, as ldd resolves them
+        text = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+        found = {os.path.realpath(l.split("=>")[1].split("(")[0].strip()) for l in text.splitlines()
+                 if "=>" in l and "/" in l.split("=>")[1]}
+        return found | {os.path.realpath(path)}
     import pyaudio
     from tallylight.config import WakeConfig
     from tallylight.wake import make_wake_detector
     detector = make_wake_detector(WakeConfig())
-    before = rss()
+    before, files_before = rss(), resident_by_file()
     pa = pyaudio.PyAudio()
-    after = rss()
-    plugins = sorted({l.split()[-1].rsplit("/", 1)[-1] for l in open("/proc/self/maps") if "/alsa-lib/" in l})
+    after, files_after = rss(), resident_by_file()
+    new = {f: mib for f, mib in files_after.items() if f not in files_before}
+    plugins = sorted({f for f in new if "/alsa-lib/" in f})
+    # Each plugin's share: the resident MiB of the files it brought in that nothing loaded before
+    # (the libraries it links to), the largest plugin first, each file counted once.
+    try:
+        closures = {p: {f for f in links(p) if f in new} for p in plugins}
+    except OSError:
+        closures = {}
+    shares, counted = {}, set()
+    for p in sorted(closures, key=lambda p: -sum(new[f] for f in closures[p])):
+        own = closures[p] - counted
+        counted |= own
+        shares[p.rsplit("/", 1)[-1]] = [sum(new[f] for f in own), len(own)]
     libs = len({l.split()[-1] for l in open("/proc/self/maps") if ".so" in l})
-    print(json.dumps({"before": before, "after": after, "plugins": plugins, "libs": libs}))
+    print(json.dumps({"before": before, "after": after, "plugins": [p.rsplit("/", 1)[-1] for p in plugins],
+                      "shares": shares, "libs": libs}))
 """)
 
 
