@@ -2,8 +2,9 @@
 
 Three engines sit behind one small interface (`WakeDetector`):
 
-- microWakeWord (`pymicro-wakeword`, the default): tiny TFLite models, ~0.005 CPU-s per audio-s.
-  A detection is the library's own windowed decision: the mean of the last `sliding_window_size`
+- microWakeWord (`pymicro-wakeword`, the default): tiny TFLite models, ~0.003-0.004 CPU-s per
+  audio-s here (through `_MicroWakeWordStep`; the library's own loop takes ~0.005-0.007). A
+  detection is the library's own windowed decision: the mean of the last `sliding_window_size`
   model probabilities above the cutoff (raw probability crossings give many false counts).
 - openWakeWord (`pyopen-wakeword`): its shared mel + embedding features and a per-word model;
   ~50x the CPU of microWakeWord.
