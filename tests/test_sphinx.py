@@ -10,7 +10,7 @@ import pytest
 import speech
 from tallylight.errors import EngineError
 from tallylight.speech.recognizer import Hypothesis
-from tallylight.speech.sphinx import SphinxRecognizer, jsgf_words
+from tallylight.speech.sphinx import SphinxRecognizer, jsgf_words, prune_alternates
 
 COMMANDS_JSGF = """#JSGF V1.0;
 grammar commands;
@@ -135,6 +135,28 @@ def test_missing_words_name_the_fix():
     with SphinxRecognizer(jsgf, extra) as r:
         assert r.missing_words() == set()
         assert r.words == {"okay", "nabu", "frobnicate", "the", "zorblax"}
+
+
+def test_alternates_that_sound_like_another_words_prefix_are_dropped():
+    prons = {"thirty": ["TH ER D IY", "TH ER T IY"], "thirteen": ["TH ER T IY N"],
+             "seven": ["S EH V AH N"], "seventy": ["S EH V AH N T IY", "S EH V AH N IY"],
+             "on": ["AA N", "AO N"], "off": ["AO F"], "the": ["DH AH", "DH IY"]}
+    assert prune_alternates(prons) == {**prons, "thirty": ["TH ER D IY"], "seventy": ["S EH V AH N T IY"]}
+    # Alone in a grammar, a word keeps every pronunciation; a primary is never dropped.
+    assert prune_alternates({"thirty": ["TH ER D IY", "TH ER T IY"]}) == {"thirty": ["TH ER D IY", "TH ER T IY"]}
+    assert prune_alternates({"a": ["AH"], "ab": ["AH B"]}) == {"a": ["AH"], "ab": ["AH B"]}
+
+
+def test_the_decoder_knows_only_the_grammar_words_with_their_kept_pronunciations():
+    jsgf = "#JSGF V1.0;\ngrammar g;\npublic <a> = set a timer for (thirteen | thirty) minutes | lights on;\n"
+    with SphinxRecognizer(jsgf) as r:
+        d = r._decoder
+        assert d.lookup_word("thirty") == "TH ER D IY"
+        assert d.lookup_word("thirty(2)") is None  # TH ER T IY: "thirteen" without its N
+        assert d.lookup_word("on(2)") == "AO N"  # an alternate that collides with nothing stays
+        assert d.lookup_word("radio") is None  # not in the grammar: not in the decoder's dictionary
+    with SphinxRecognizer("#JSGF V1.0;\ngrammar g;\npublic <a> = thirty minutes;\n") as r:
+        assert r._decoder.lookup_word("thirty(2)") == "TH ER T IY"
 
 
 def test_bad_pronunciation_and_bad_grammar_are_engine_errors():
