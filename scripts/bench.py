@@ -941,7 +941,7 @@ def measure_processes(ctx: "Ctx") -> dict[str, list[StartRun]] | str:
 def table_rss(ctx: "Ctx") -> Table:
     t = Table(4, "RSS while listening, with each recognizer (issues 2 and 3)",
               "<= 60 MB with microWakeWord; <= 120 MB with pocketsphinx",
-              ["process", "runs", "VmRSS MiB (median)", "VmHWM MiB (max)", "goal MiB", "result"])
+              ["process", "runs", "VmRSS MiB (median)", "VmRSS MiB (max)", "VmHWM MiB (peak, max)", "goal MiB", "result"])
     runs = measure_processes(ctx)
     if isinstance(runs, str):
         t.verdict = "SKIPPED"
@@ -952,19 +952,23 @@ def table_rss(ctx: "Ctx") -> Table:
         good = [r for r in rs if r.rss_mb is not None]
         goal = None if name == NO_A52 else 60 if "only" in name else 120 if "pocketsphinx" in name else None
         if not good:
-            t.rows.append([name, 0, "-", "-", goal or "-", "ERROR"])
+            t.rows.append([name, 0, "-", "-", "-", goal or "-", "ERROR"])
             t.notes.append(f"{name}: {rs[0].error if rs else 'not run'}")
             ok_all = False
             continue
         rss = statistics.median(r.rss_mb for r in good)
+        rss_max = max(r.rss_mb for r in good)
         hwm = max(r.hwm_mb for r in good)
-        res = "-" if goal is None else verdict(hwm <= goal)
-        ok_all &= goal is None or hwm <= goal
-        t.rows.append([name, len(good), rss, hwm, goal or "(none)", res])
+        res = "-" if goal is None else verdict(rss_max <= goal)
+        ok_all &= goal is None or rss_max <= goal
+        t.rows.append([name, len(good), rss, rss_max, hwm, goal or "(none)", res])
     t.verdict = verdict(ok_all)
     t.notes.append("each a real subprocess capturing from a PulseAudio null-sink mic through PyAudio, simulated pins; "
                    f"VmRSS and VmHWM (peak) from /proc/PID/status after READY=1 and {ctx.hold_s:g} s of listening; "
-                   "judged on VmHWM, with the goals' MB read as MiB (2^20 bytes)")
+                   "judged on the largest VmRSS while listening (the issue's 'RSS while listening'), with the goals' MB "
+                   "read as MiB (2^20 bytes). VmHWM is the peak since start: it includes the moment at start-up in which "
+                   "PortAudio's device probe has every ALSA plugin loaded, before MicSource.open() lets ALSA unload the "
+                   "ones no stream uses (audio/device.py release_alsa_probe_cache)")
     if NO_A52 in runs:
         t.notes.append(f"'{NO_A52.split(' (')[0]}': the same daemon, the only difference being that "
                        f"{' and '.join(A52_CONFIGS)} read as empty in its mount namespace, so PortAudio's probe does not "

@@ -273,3 +273,45 @@ def test_pulse_mic_lost_mid_read_raises_one_line(pulse_mic_rig, how):
     with pytest.raises(AudioDeviceError):  # retrying finds no such device now
         src.open()
     assert not src.is_open
+
+
+_UNLOAD_PROBE = textwrap.dedent("""
+    import json, sys
+    import pyaudio
+    from tallylight.audio.device import MicSource
+    from tallylight.config import AudioConfig
+
+    def loaded(module):
+        return module in open("/proc/self/maps").read()
+
+    probe = pyaudio.PyAudio()  # PortAudio's probe opens every PCM ALSA defines
+    out = {"probe_loads_a52": loaded("libasound_module_pcm_a52")}
+    probe.terminate()
+    src = MicSource(AudioConfig(device=sys.argv[1], channels=1))
+    src.open()
+    out["a52_after_open"] = loaded("libasound_module_pcm_a52")
+    out["pulse_after_open"] = loaded("libasound_module_pcm_pulse")
+    sizes = [len(src.read()) for _ in range(10)]
+    src.stop()
+    src.open()  # PortAudio kept initialised; ALSA reads its config again
+    sizes += [len(src.read()) for _ in range(10)]
+    src.close()
+    out["sizes"] = sorted(set(sizes))
+    print(json.dumps(out))
+""")
+
+
+def test_plugins_loaded_only_by_portaudios_probe_are_unloaded_after_open(pulse_mic_rig):
+    """PyAudio() loads every ALSA plugin module the config names (the a52 encoder from
+    libasound2-plugins brings libavcodec and ~90 libraries, ~14 MiB); once the mic is open, only the
+    module the stream uses may stay. A fresh process, so no other test's PyAudio holds the cache."""
+    mic = pulse_mic_rig
+    r = subprocess.run([sys.executable, "-c", _UNLOAD_PROBE, mic.alsa_name], env=mic.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    if not out["probe_loads_a52"]:
+        pytest.skip("ALSA's a52 plugin (libasound2-plugins) is not configured here: nothing to unload")
+    assert out["a52_after_open"] is False
+    assert out["pulse_after_open"] is True  # the module the open stream uses stays
+    assert out["sizes"] == [640]  # reading goes on, also after stop() and open() again

@@ -84,6 +84,26 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def release_alsa_probe_cache() -> bool:
+    """Let ALSA unload the plugin modules PortAudio's device probe loaded and no open stream uses.
+
+    PyAudio() opens every PCM the ALSA configuration defines, to list devices. ALSA keeps each
+    plugin module it loaded (and its libraries) cached: the a52 encoder from libasound2-plugins
+    alone holds libavcodec and some 90 libraries, about 14 MiB resident, for the daemon's whole
+    life. snd_config_update_free_global() drops ALSA's global config and that cache (PortAudio calls
+    it in Pa_Terminate too); modules an open stream uses stay loaded, and the next open reads the
+    config again. Returns False where there is no ALSA (the call is then a no-op)."""
+    import ctypes
+
+    try:
+        # The soname PortAudio itself links: dlopen hands back the library already loaded.
+        asound = ctypes.CDLL("libasound.so.2")
+        return asound.snd_config_update_free_global() == 0
+    except (OSError, AttributeError) as e:
+        log.debug("could not release ALSA's config cache: %s", e)
+        return False
+
+
 @contextmanager
 def open_pyaudio(pyaudio_module: ModuleType | None = None) -> Iterator[Any]:
     """A PyAudio instance, terminated on exit (a live one pins PortAudio's device list and config)."""
@@ -308,6 +328,8 @@ class MicSource:
             self._pa = None
             pa.terminate()  # next open() enumerates the devices afresh
             raise
+        if self._pa is None:  # a fresh PyAudio() probed every ALSA PCM: let the unused plugins go
+            release_alsa_probe_cache()
         self._pa, self._stream, self.device = pa, stream, device
         self.rate, self.channels, self._in_frames = rate, channels, in_frames
         self._converter = BlockConverter(rate, channels, self.cfg.channel_mode, self.cfg.channel)
