@@ -1,5 +1,6 @@
 """MicSource and device choice through real PyAudio: ALSA file-plugin mics and a PulseAudio null sink."""
 
+import json
 import os
 import subprocess
 import sys
@@ -309,7 +310,7 @@ def test_plugins_loaded_only_by_portaudios_probe_are_unloaded_after_open(pulse_m
     r = subprocess.run([sys.executable, "-c", _UNLOAD_PROBE, mic.alsa_name], env=mic.env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
-    out = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
     if not out["probe_loads_a52"]:
         pytest.skip("ALSA's a52 plugin (libasound2-plugins) is not configured here: nothing to unload")
     assert out["a52_after_open"] is False
