@@ -1192,10 +1192,10 @@ class TimedConsumer:
         finally:
             self.cpu_s += time.process_time() - c0
 
-    def finish(self, t, audio=None):
+    def finish(self, t):
         w0, c0 = time.perf_counter(), time.process_time()
         try:
-            return self.inner.finish(t, audio)
+            return self.inner.finish(t)
         finally:
             self.finish_s.append(time.perf_counter() - w0)
             self.cpu_s += time.process_time() - c0
@@ -1298,10 +1298,10 @@ def table_action(ctx: "Ctx") -> Table:
             return super().perform(match)
 
     class WallTimedConsumer(TimedConsumer):
-        def finish(self, t, audio=None):
+        def finish(self, t):
             w0 = time.monotonic()
             try:
-                return super().finish(t, audio)
+                return super().finish(t)
             finally:
                 finishes.append((w0, time.monotonic() - w0))
 
@@ -1372,7 +1372,7 @@ def recognizer_cpu(rec_factory: Callable[[], Any], clips: Sequence[bytes], round
         rec.reset()
         for i in range(0, len(pcm), block):
             rec.process(pcm[i:i + block])
-        rec.finish(pcm)  # as the pipeline does: the capture for the final pass
+        rec.finish()
 
     rates = []
     try:

@@ -74,7 +74,7 @@ class Probe:
                                    f"{'on' if self._light_on() else 'off'} in {self.daemon.gate.state}")
         return [], False
 
-    def finish(self, t, audio):
+    def finish(self, t):
         self.finished += 1
         if not self._light_on():
             self.violations.append("P2: the light went off before the audio was handed over")

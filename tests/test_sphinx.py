@@ -42,7 +42,7 @@ def rec():
 def decode(rec: SphinxRecognizer, pcm: bytes, block: int = BLOCK) -> tuple[list[Hypothesis], Hypothesis]:
     rec.reset()
     partials = [h for i in range(0, len(pcm), block) if (h := rec.process(pcm[i : i + block])) is not None]
-    return partials, rec.finish(pcm)
+    return partials, rec.finish()
 
 
 def wav_pcm(path) -> bytes:
@@ -183,10 +183,36 @@ def test_jsgf_words():
 
 
 def test_keeps_no_copy_of_the_utterance(rec, synth):
-    """P4: the final pass reads the pipeline's capture buffer; the recognizer itself holds no audio."""
+    """P4: once an utterance is decoded the recognizer holds no audio of it."""
     pcm = speech.pcm(synth("turn on the light"))
     partials, final = decode(rec, pcm)
     assert final.text == "turn on the light"
     held = {k: len(v) for k, v in vars(rec).items()
             if isinstance(v, (bytes, bytearray, memoryview, np.ndarray)) and len(v) > 64}
     assert held == {}, f"audio-sized buffers left in the recognizer: {held}"
+
+
+def test_first_samples_are_zeroed_once_decoded_or_dropped(rec, synth):
+    """P4: the first PRIME_S of audio wait in the recognizer until the cepstral mean is measured;
+    that copy is overwritten with zeros when it is decoded, and when the utterance is dropped."""
+    pcm = speech.pcm(synth("volume up"))
+    rec.reset()
+    assert rec.process(pcm[:3200]) is None  # 0.1 s: still gathering, nothing decoded yet
+    gathered = rec._priming
+    assert len(gathered) == 3200 and any(gathered)
+    rec.reset()
+    assert not any(gathered) and len(rec._priming) == 0
+    for i in range(0, len(pcm), BLOCK):
+        rec.process(pcm[i:i + BLOCK])
+        if i == 0:
+            gathered = rec._priming
+    assert not any(gathered) and len(rec._priming) == 0  # decoded: PRIME_S is shorter than the clip
+    assert rec.finish().text == "volume up"
+
+
+def test_utterance_shorter_than_the_priming_window_is_decoded(synth):
+    pcm = speech.pcm(synth("volume down", lead_s=0.1, tail_s=0.1))
+    with SphinxRecognizer(COMMANDS_JSGF, prime_s=len(pcm) / 32000 + 1.0) as r:
+        partials, final = decode(r, pcm)
+        assert partials == []  # all of it was still being gathered when the utterance ended
+        assert final.text == "volume down" and final.complete

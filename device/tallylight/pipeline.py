@@ -31,8 +31,8 @@ class UtteranceConsumer(Protocol):
         """Events so far, and True while what it heard so far is a whole command that no longer
         command continues: the pipeline may then end the capture at a short pause (early end)."""
 
-    def finish(self, t: float, audio: memoryview) -> list[Event]:
-        """The end of the utterance; `audio` is the whole capture (valid only during the call)."""
+    def finish(self, t: float) -> list[Event]:
+        """The end of the utterance: what was heard."""
 
     def reset(self) -> None: ...
 
@@ -120,7 +120,7 @@ class Pipeline:
     def _finish(self, end: str) -> None:
         duration = self.buffer.duration_s
         if self.consumer:
-            self._events.extend(self.consumer.finish(self.t, self.buffer.view()))
+            self._events.extend(self.consumer.finish(self.t))
         if self.recorder is not None and self.gate.debug_recording:
             path = self.recorder.write(self.buffer.view())
             self.gate.note("debug_recording", file=str(path), duration_s=round(duration, 3))

@@ -54,11 +54,8 @@ class Recognizer:
         """Feed audio (16 kHz mono s16le, any length). A partial hypothesis when it changed, else None."""
         raise NotImplementedError
 
-    def finish(self, audio: bytes | memoryview | None = None) -> Hypothesis:
-        """End of the utterance: the final hypothesis (text "" when nothing was recognized).
-
-        `audio` is the whole utterance as fed to process() (the pipeline's capture buffer), for an
-        engine that decodes it once more at the end; the engine must not keep it."""
+    def finish(self) -> Hypothesis:
+        """End of the utterance: the final hypothesis (text "" when nothing was recognized)."""
         raise NotImplementedError
 
     def reset(self) -> None:

@@ -15,14 +15,17 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
 - **Truncated hypotheses.** The FSG search can end in a state that is not the end of a phrase
   ("Final result does not match the grammar"); such a result has `complete=False` and confidence 0:
   it is never a command. (Guessing the completion of "what's the" or "turn off the" turned
-  non-command speech into commands; after the final pass below no in-grammar clip needed it.)
-- **A final pass with the utterance's own cepstral mean.** pocketsphinx's live CMN starts from the
-  model's prior and only updates after about 3 s, so a short command is decoded with the wrong
-  mean: "thirteen" became "thirty", "lights on" became "lights off". So `process` decodes as the
-  audio comes only for partial results (the pipeline's early end), and `finish` decodes the whole
-  utterance again in one batch, with CMN over the whole utterance, for the result (tuned voices:
-  81% -> 92% right intents). That costs a second pass: about twice the CPU, and the final pass's
-  time between the end of speech and the result.
+  non-command speech into commands; with the cepstral mean below no in-grammar clip needed it.)
+- **A cepstral mean from the pre-roll.** pocketsphinx's live CMN starts from the model's prior and
+  only moves after seconds of audio, so a short command was decoded with the wrong mean: "thirteen"
+  became "thirty", "lights on" became "lights off" (tuned voices: 81% right). A second pass over
+  the whole utterance with its own mean (batch CMN) fixed that (92%), but cost a whole decode,
+  about 255 ms on the build machine, between the end of speech and the action. Instead, the first
+  PRIME_S of audio (the capture's pre-roll: the end of the room's quiet and the wake phrase, said
+  by the same voice through the same mic) is run through the front end alone (no search, a few ms)
+  to get its mean, and the one streaming pass decodes with that mean from the first frame. Its
+  result is final: same accuracy on the tuned voices within 6 of 372 clips, better held out and in
+  rejection (scripts/measure-intents), half the CPU, and no decode left to do after the speech ends.
 - **Alternate pronunciations that make one grammar word sound like another.** cmudict's "thirty(2)"
   TH ER T IY is "thirteen" without its final N, and "seventy(2)" is "seven" plus a short vowel; the
   search took "thirteen minutes" for "thirty minutes" and "seven minutes" for "seventy minutes". The
@@ -33,9 +36,8 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   gives confidence 0 (commands measured at most ~22, recorded non-command speech 33-85).
 
 During an utterance the recognizer holds, besides the decoder's own state, one number per 10 ms frame
-(its energy) and a copy of the utterance's samples for the final pass: that copy lives in RAM only,
-is bounded by the capture (capture.max_s), and is overwritten with zeros in `finish`, `reset` and
-`close`.
+(its energy) and, until PRIME_S of audio has come, those first samples: in RAM only, at most PRIME_S
+plus one block, and overwritten with zeros as soon as they are decoded and in `reset` and `close`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ _LOG = logging.getLogger(__name__)
 # Pronunciations (CMU ARPABET, as in cmudict) for words our shipped config uses that cmudict lacks.
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
+PRIME_S = 1.0  # seconds of audio whose cepstral mean the decoding starts from (see above)
+# Below this much audio the mean of what there is would be worse than the model's prior.
+MIN_PRIME_S = 0.3
 NOISE_FLOOR = 30.0  # standard deviation of the added noise floor, in s16 units (about -60 dBFS)
 FRAME = 160  # pocketsphinx's frame shift: 10 ms at 16 kHz
 # A frame is "loud" (speech to be explained) when it is within LOUD_RANGE_DB of the utterance's
@@ -128,8 +133,8 @@ class SphinxRecognizer(Recognizer):
     name = "pocketsphinx"
 
     def __init__(self, jsgf: str, extra_pronunciations: dict[str, str] | None = None, *,
-                 noise_floor: float = NOISE_FLOOR, sample_rate: int = SAMPLE_RATE, debug: bool = False,
-                 **decoder_options) -> None:
+                 noise_floor: float = NOISE_FLOOR, prime_s: float = PRIME_S, sample_rate: int = SAMPLE_RATE,
+                 debug: bool = False, **decoder_options) -> None:
         """`extra_pronunciations` maps words missing from cmudict to ARPABET ("nabu": "N AA B UW");
         `decoder_options` go to `pocketsphinx.Decoder` (beam, silprob...)."""
         try:
@@ -185,9 +190,11 @@ class SphinxRecognizer(Recognizer):
             self.close()
             raise EngineError(f"pocketsphinx could not load the command grammar: {e}") from None
         self.noise_floor = noise_floor
-        # The final pass uses batch CMN (the utterance's own mean); the prior is restored before each
-        # utterance anyway, so no result depends on what was said before.
+        self.prime_s = prime_s
+        # The model's prior mean: each utterance's mean is measured from this same start, so no
+        # result depends on what was said before.
         self._cmn0 = self._decoder.get_cmn(False)
+        self._priming = bytearray()  # the first samples of the utterance, until PRIME_S have come
         self._in_utt = False
         self._last_partial = ""
         self._energy: list[float] = []  # dB per 10 ms frame of this utterance (not the audio)
@@ -204,15 +211,6 @@ class SphinxRecognizer(Recognizer):
     @property
     def words(self) -> set[str]:
         return set(self._words)
-
-    def _with_noise_floor(self, audio: bytes | memoryview) -> np.ndarray:
-        """The final pass's input: the capture buffer plus the same seeded noise floor. A temporary
-        array, zeroed before finish() returns: the recognizer keeps no copy of the utterance (P4)."""
-        samples = np.frombuffer(audio, dtype="<i2", count=len(audio) // 2)
-        if not self.noise_floor:
-            return samples.copy()
-        noise = np.random.default_rng(0).normal(0.0, self.noise_floor, samples.shape)
-        return np.clip(samples + noise, -32768, 32767).astype("<i2")
 
     def _prepare(self, block: bytes) -> bytes:
         data = self._carry + block
@@ -250,15 +248,16 @@ class SphinxRecognizer(Recognizer):
             self._frame_fill = len(rest)
 
     def process(self, block: bytes) -> Hypothesis | None:
-        """Decode a block as it comes, for partial results (a new partial, or None when unchanged).
-        The final result comes from a second pass in `finish` (see the module docstring)."""
+        """Decode a block as it comes: a new partial result, or None when it is unchanged (or the
+        first PRIME_S of audio are still being gathered)."""
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
-            self._decoder.set_cmn(self._cmn0)
-            self._decoder.start_utt()
-            self._in_utt = True
-        if block:
+            self._priming += block
+            if len(self._priming) < int(self.prime_s * SAMPLE_RATE) * 2:
+                return None
+            self._start_utt()
+        elif block:
             self._decoder.process_raw(self._prepare(block), False, False)
         hyp = self._decoder.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
@@ -267,44 +266,58 @@ class SphinxRecognizer(Recognizer):
         self._last_partial = text
         return Hypothesis(text, 0.0, final=False, complete=bool(text) and bool(self._fsg.accept(text)))
 
-    def finish(self, audio: bytes | memoryview | None = None) -> Hypothesis:
+    def _start_utt(self) -> None:
+        """Measure the cepstral mean of the audio gathered so far (front end only, no search), start
+        the utterance with it, and decode that audio."""
+        first = self._prepare(self._priming)
+        self._priming[:] = bytes(len(self._priming))
+        self._priming = bytearray()
+        d = self._decoder
+        cmn = self._cmn0
+        if len(first) >= int(MIN_PRIME_S * SAMPLE_RATE) * 2:
+            d.reinit_feat()  # no front-end state (noise estimate) from the last utterance
+            d.set_cmn(self._cmn0)
+            d.start_utt()
+            d.process_raw(first, True, True)  # full_utt: batch CMN over these frames; no_search
+            cmn = d.get_cmn(False)
+            d.end_utt()
+        d.reinit_feat()
+        d.set_cmn(cmn)
+        d.start_utt()
+        self._in_utt = True
+        d.process_raw(first, False, False)
+
+    def finish(self) -> Hypothesis:
         if self._closed:
             raise EngineError("the recognizer was closed")
+        if not self._in_utt and self._priming:
+            self._start_utt()  # an utterance shorter than PRIME_S
+            hyp = self._decoder.hyp()
+            self._last_partial = hyp.hypstr if hyp is not None else ""
         if not self._in_utt:
             return Hypothesis("", 0.0, final=True, complete=False)
-        self._decoder.end_utt()  # the streaming pass: its partial results, and a fallback below
+        self._decoder.end_utt()
         self._in_utt = False
         hyp = self._decoder.hyp()
-        streamed = " ".join(hyp.hypstr.split()) if hyp is not None else ""
-        if audio is not None and len(audio) >= 2:
-            # The final pass: the whole utterance at once, so CMN uses its own cepstral mean. The
-            # front end is re-initialised first: after the streaming pass its state (noise
-            # estimate) cost the batch pass most of its gain. Without `audio` the streaming
-            # pass's result is judged instead.
-            samples = self._with_noise_floor(audio)
-            self._decoder.reinit_feat()
-            self._decoder.set_cmn(self._cmn0)
-            self._decoder.start_utt()
-            self._decoder.process_raw(samples.tobytes(), False, True)
-            self._decoder.end_utt()
-            samples[:] = 0
-            hyp = self._decoder.hyp()
         text = " ".join(hyp.hypstr.split()) if hyp is not None else ""
         result = Hypothesis("", 0.0, final=True, complete=False)
-        if text:
+        if not text and self._last_partial:
+            # The search found no path to the end of a phrase (a phrase cut short) and gave up;
+            # its last partial result still goes in the transcript, never trusted.
+            text = " ".join(self._last_partial.split())
+            result = Hypothesis(text, 0.0, final=True, complete=bool(self._fsg.accept(text)))
+        elif text:
             complete = bool(self._fsg.accept(text))
             coverage = self._coverage()
             self.last_stretch = self._stretch()
             confidence = min(1.0, max(0.0, (coverage - COVERAGE_ZERO) / (1.0 - COVERAGE_ZERO)))
             if not complete or self.last_stretch > MAX_FRAMES_PER_PHONE:
+                # A truncated phrase ("Final result does not match the grammar") goes in the
+                # transcript but is never trusted as it is.
                 _LOG.debug("pocketsphinx: %r not trusted (complete=%s, %.1f frames per phone)", text, complete,
                            self.last_stretch)
                 confidence = 0.0
             result = Hypothesis(text, confidence, final=True, complete=complete)
-        elif streamed:
-            # The batch pass found no path to the end of a phrase (a phrase cut short); the
-            # streaming pass's truncated text still goes in the transcript, never trusted.
-            result = Hypothesis(streamed, 0.0, final=True, complete=bool(self._fsg.accept(streamed)))
         self._forget()
         return result
 
@@ -340,6 +353,8 @@ class SphinxRecognizer(Recognizer):
         return float((loud & in_word).sum() / loud.sum())
 
     def _forget(self) -> None:
+        self._priming[:] = bytes(len(self._priming))
+        self._priming = bytearray()
         self._last_partial = ""
         self._energy = []
         self._carry = b""

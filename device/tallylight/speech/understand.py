@@ -40,8 +40,8 @@ class Understander:
             self._sure = self.grammar.is_final(text)
         return [], self._sure
 
-    def finish(self, t: float, audio: memoryview | None = None) -> list[Event]:
-        hyp = self.recognizer.finish(audio)
+    def finish(self, t: float) -> list[Event]:
+        hyp = self.recognizer.finish()
         return self.interpret(hyp, t)
 
     def _strip_wake_words(self, words: list[str]) -> list[str]:

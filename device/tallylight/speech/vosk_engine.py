@@ -99,7 +99,7 @@ class VoskRecognizer(Recognizer):
         self._last_partial = text
         return Hypothesis(text, 0.0, final=False, complete=text in self._phrase_set)
 
-    def finish(self, audio: bytes | memoryview | None = None) -> Hypothesis:  # streaming only: audio unused
+    def finish(self) -> Hypothesis:
         if self._closed:
             raise EngineError("the recognizer was closed")
         self._segments.append(json.loads(self._rec.FinalResult()))
