@@ -72,7 +72,7 @@ class WakeConfig:
 @dataclass(frozen=True)
 class CaptureConfig:
     vad: str = _key("silero", _choice("webrtcvad", "silero"))
-    vad_aggressiveness: int = _key(2, _range(0, 3))
+    vad_aggressiveness: int = _key(3, _range(0, 3))
     ring_s: float = _key(1.5, _range(0.1, 2.0), (float, int))
     preroll_s: float = _key(1.5, _range(0.0, 2.0), (float, int))
     end_silence_s: float = _key(0.6, _range(0.1, 5.0), (float, int))
