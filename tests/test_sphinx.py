@@ -216,3 +216,25 @@ def test_utterance_shorter_than_the_priming_window_is_decoded(synth):
         partials, final = decode(r, pcm)
         assert partials == []  # all of it was still being gathered when the utterance ended
         assert final.text == "volume down" and final.complete
+
+
+def test_search_starts_shortly_before_the_first_loud_frame():
+    quiet = np.zeros(16000, dtype="<i2")  # 1 s
+    t = np.arange(8000) / 16000
+    loud = (8000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
+    assert SphinxRecognizer._search_start(np.concatenate([quiet, loud])) == (100 - 20) * 160
+    assert SphinxRecognizer._search_start(loud) == 0  # speech from the first frame: nothing left out
+    assert SphinxRecognizer._search_start(np.zeros(100, dtype="<i2")) == 0
+
+
+def test_energy_track_lines_up_with_the_decoder_frames(rec, synth):
+    """The coverage confidence maps the decoder's word frames onto the energy track: both must count
+    from the same sample, also when the quiet lead of the first second is left out of the search."""
+    pcm = speech.pcm(synth("volume up", lead_s=0.9))
+    rec.reset()
+    for i in range(0, len(pcm), BLOCK):
+        rec.process(pcm[i:i + BLOCK])
+    frames = rec._decoder.n_frames()
+    assert len(pcm) // 320 - frames > 50  # the lead was left out
+    assert abs(len(rec._energy) - frames) <= 5  # the front end holds back a few frames mid-utterance
+    assert rec.finish().text == "volume up"

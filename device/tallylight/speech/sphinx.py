@@ -26,6 +26,9 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   to get its mean, and the one streaming pass decodes with that mean from the first frame. Its
   result is final: same accuracy on the tuned voices within 6 of 372 clips, better held out and in
   rejection (scripts/measure-intents), half the CPU, and no decode left to do after the speech ends.
+  The search itself starts SEARCH_LEAD_S before the first loud frame of those first samples: the
+  quiet before the wake phrase costs search time, and the end-of-utterance lattice grows with every
+  frame, for no change in accuracy.
 - **Alternate pronunciations that make one grammar word sound like another.** cmudict's "thirty(2)"
   TH ER T IY is "thirteen" without its final N, and "seventy(2)" is "seven" plus a short vowel; the
   search took "thirteen minutes" for "thirty minutes" and "seven minutes" for "seventy minutes". The
@@ -60,6 +63,7 @@ KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 PRIME_S = 1.0  # seconds of audio whose cepstral mean the decoding starts from (see above)
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3
+SEARCH_LEAD_S = 0.2  # quiet kept before the first loud frame of the first samples
 NOISE_FLOOR = 30.0  # standard deviation of the added noise floor, in s16 units (about -60 dBFS)
 FRAME = 160  # pocketsphinx's frame shift: 10 ms at 16 kHz
 # A frame is "loud" (speech to be explained) when it is within LOUD_RANGE_DB of the utterance's
@@ -212,16 +216,33 @@ class SphinxRecognizer(Recognizer):
     def words(self) -> set[str]:
         return set(self._words)
 
-    def _prepare(self, block: bytes) -> bytes:
+    def _with_floor(self, block: bytes | bytearray) -> np.ndarray:
+        """The block's whole samples with the noise floor added (a trailing odd byte waits for the next block)."""
         data = self._carry + block
         usable = len(data) // 2 * 2
         self._carry = data[usable:]
         samples = np.frombuffer(data[:usable], dtype="<i2")
         if self.noise_floor:
             samples = np.clip(samples + self._rng.normal(0.0, self.noise_floor, samples.shape), -32768, 32767)
-        out = samples.astype("<i2")
+        return samples.astype("<i2")
+
+    def _prepare(self, block: bytes) -> bytes:
+        out = self._with_floor(block)
         self._track_energy(out)
         return out.tobytes()
+
+    @staticmethod
+    def _search_start(samples: np.ndarray) -> int:
+        """Where the search starts in the first samples: SEARCH_LEAD_S before the first loud 10 ms
+        frame (as in `_loud`), on a frame boundary. The quiet before it is left out."""
+        n = len(samples) // FRAME
+        if n == 0:
+            return 0
+        x = samples[: n * FRAME].astype(np.float64) ** 2
+        energy = 10 * np.log10(x.reshape(n, FRAME).mean(axis=1) + 1.0)
+        loud = np.nonzero(energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB))[0]
+        first = int(loud[0]) if loud.size else 0
+        return max(0, first - int(SEARCH_LEAD_S * 100)) * FRAME
 
     def _track_energy(self, samples: np.ndarray) -> None:
         # Frames are counted from the start of the utterance; a block may end mid-frame, so the
@@ -269,23 +290,26 @@ class SphinxRecognizer(Recognizer):
     def _start_utt(self) -> None:
         """Measure the cepstral mean of the audio gathered so far (front end only, no search), start
         the utterance with it, and decode that audio."""
-        first = self._prepare(self._priming)
+        samples = whole = self._with_floor(self._priming)
         self._priming[:] = bytes(len(self._priming))
         self._priming = bytearray()
         d = self._decoder
         cmn = self._cmn0
-        if len(first) >= int(MIN_PRIME_S * SAMPLE_RATE) * 2:
+        if len(samples) >= int(MIN_PRIME_S * SAMPLE_RATE):
             d.reinit_feat()  # no front-end state (noise estimate) from the last utterance
             d.set_cmn(self._cmn0)
             d.start_utt()
-            d.process_raw(first, True, True)  # full_utt: batch CMN over these frames; no_search
+            d.process_raw(samples.tobytes(), True, True)  # full_utt: batch CMN over these frames; no_search
             cmn = d.get_cmn(False)
             d.end_utt()
+        samples = samples[self._search_start(samples):]
+        self._track_energy(samples)
         d.reinit_feat()
         d.set_cmn(cmn)
         d.start_utt()
         self._in_utt = True
-        d.process_raw(first, False, False)
+        d.process_raw(samples.tobytes(), False, False)
+        whole[:] = 0
 
     def finish(self) -> Hypothesis:
         if self._closed:
