@@ -10,7 +10,7 @@ import pytest
 import speech
 from tallylight.errors import EngineError
 from tallylight.speech.recognizer import Hypothesis
-from tallylight.speech.sphinx import SphinxRecognizer, jsgf_words, prune_alternates
+from tallylight.speech.sphinx import SEARCH_LEAD_S, SphinxRecognizer, jsgf_words, prune_alternates
 
 COMMANDS_JSGF = """#JSGF V1.0;
 grammar commands;
@@ -222,7 +222,7 @@ def test_search_starts_shortly_before_the_first_loud_frame():
     quiet = np.zeros(16000, dtype="<i2")  # 1 s
     t = np.arange(8000) / 16000
     loud = (8000 * np.sin(2 * np.pi * 300 * t)).astype("<i2")
-    assert SphinxRecognizer._search_start(np.concatenate([quiet, loud])) == (100 - 20) * 160
+    assert SphinxRecognizer._search_start(np.concatenate([quiet, loud])) == (100 - round(SEARCH_LEAD_S * 100)) * 160
     assert SphinxRecognizer._search_start(loud) == 0  # speech from the first frame: nothing left out
     assert SphinxRecognizer._search_start(np.zeros(100, dtype="<i2")) == 0
 

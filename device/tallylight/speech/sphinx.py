@@ -63,7 +63,7 @@ KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 PRIME_S = 1.0  # seconds of audio whose cepstral mean the decoding starts from (see above)
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3
-SEARCH_LEAD_S = 0.2  # quiet kept before the first loud frame of the first samples
+SEARCH_LEAD_S = 0.1  # quiet kept before the first loud frame of the first samples
 NOISE_FLOOR = 30.0  # standard deviation of the added noise floor, in s16 units (about -60 dBFS)
 FRAME = 160  # pocketsphinx's frame shift: 10 ms at 16 kHz
 # A frame is "loud" (speech to be explained) when it is within LOUD_RANGE_DB of the utterance's
@@ -242,7 +242,7 @@ class SphinxRecognizer(Recognizer):
         energy = 10 * np.log10(x.reshape(n, FRAME).mean(axis=1) + 1.0)
         loud = np.nonzero(energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB))[0]
         first = int(loud[0]) if loud.size else 0
-        return max(0, first - int(SEARCH_LEAD_S * 100)) * FRAME
+        return max(0, first - round(SEARCH_LEAD_S * 100)) * FRAME
 
     def _track_energy(self, samples: np.ndarray) -> None:
         # Frames are counted from the start of the utterance; a block may end mid-frame, so the
