@@ -70,7 +70,7 @@ def test_default_commands_after_the_wake_word(pipeline, synth):
 
 
 # Clips that the model's prior cepstral mean gets wrong ("thirteen" -> 30, "lights on" -> stop, "seven"
-# -> 2, "turn off the lights" -> nothing) and the mean measured on the capture's first second (its
+# -> 2, "turn off the lights" -> nothing) and the mean measured on the capture's first 1.5 s (its
 # pre-roll) gets right: see speech/sphinx.py. (voice, speed, said, intent, slots)
 MEAN_SENSITIVE = [
     ("en-gb", 140, "set a timer for thirteen minutes", "timer", {"minutes": 13}),

@@ -39,8 +39,8 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   gives confidence 0 (commands measured at most ~22, recorded non-command speech 33-85).
 
 During an utterance the recognizer holds, besides the decoder's own state, one number per 10 ms frame
-(its energy) and, until PRIME_S of audio has come, those first samples: in RAM only, at most PRIME_S
-plus one block, and overwritten with zeros as soon as they are decoded and in `reset` and `close`.
+(its energy) and, until PRIME_S of audio has come, those first samples: in RAM only, in one buffer of
+PRIME_S allocated once, overwritten with zeros as soon as they are decoded and in `reset` and `close`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ _LOG = logging.getLogger(__name__)
 # Pronunciations (CMU ARPABET, as in cmudict) for words our shipped config uses that cmudict lacks.
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
-PRIME_S = 1.0  # seconds of audio whose cepstral mean the decoding starts from (see above)
+# Seconds of audio whose cepstral mean the decoding starts from (see above): the default
+# capture.preroll_s, so with the shipped config it is exactly the pre-roll.
+PRIME_S = 1.5
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3
 SEARCH_LEAD_S = 0.1  # quiet kept before the first loud frame of the first samples
@@ -198,7 +200,10 @@ class SphinxRecognizer(Recognizer):
         # The model's prior mean: each utterance's mean is measured from this same start, so no
         # result depends on what was said before.
         self._cmn0 = self._decoder.get_cmn(False)
-        self._priming = bytearray()  # the first samples of the utterance, until PRIME_S have come
+        # The first samples of the utterance, until prime_s have come: one buffer allocated once
+        # (a growing bytearray would leave earlier copies of the audio in freed memory).
+        self._priming = bytearray(int(prime_s * SAMPLE_RATE) * 2)
+        self._primed = 0  # bytes of it in use
         self._in_utt = False
         self._last_partial = ""
         self._energy: list[float] = []  # dB per 10 ms frame of this utterance (not the audio)
@@ -274,11 +279,14 @@ class SphinxRecognizer(Recognizer):
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
-            self._priming += block
-            if len(self._priming) < int(self.prime_s * SAMPLE_RATE) * 2:
+            take = min(len(block), len(self._priming) - self._primed)
+            self._priming[self._primed:self._primed + take] = memoryview(block)[:take]
+            self._primed += take
+            if self._primed < len(self._priming):
                 return None
             self._start_utt()
-        elif block:
+            block = memoryview(block)[take:]
+        if len(block):
             self._decoder.process_raw(self._prepare(block), False, False)
         hyp = self._decoder.hyp()
         text = hyp.hypstr.strip() if hyp is not None else ""
@@ -290,9 +298,8 @@ class SphinxRecognizer(Recognizer):
     def _start_utt(self) -> None:
         """Measure the cepstral mean of the audio gathered so far (front end only, no search), start
         the utterance with it, and decode that audio."""
-        samples = whole = self._with_floor(self._priming)
-        self._priming[:] = bytes(len(self._priming))
-        self._priming = bytearray()
+        samples = whole = self._with_floor(memoryview(self._priming)[:self._primed])
+        self._wipe_priming()
         d = self._decoder
         cmn = self._cmn0
         if len(samples) >= int(MIN_PRIME_S * SAMPLE_RATE):
@@ -314,7 +321,7 @@ class SphinxRecognizer(Recognizer):
     def finish(self) -> Hypothesis:
         if self._closed:
             raise EngineError("the recognizer was closed")
-        if not self._in_utt and self._priming:
+        if not self._in_utt and self._primed:
             self._start_utt()  # an utterance shorter than PRIME_S
             hyp = self._decoder.hyp()
             self._last_partial = hyp.hypstr if hyp is not None else ""
@@ -376,9 +383,12 @@ class SphinxRecognizer(Recognizer):
             in_word[max(seg.start_frame, 0) : seg.end_frame + 1] = True
         return float((loud & in_word).sum() / loud.sum())
 
+    def _wipe_priming(self) -> None:
+        self._priming[:self._primed] = bytes(self._primed)
+        self._primed = 0
+
     def _forget(self) -> None:
-        self._priming[:] = bytes(len(self._priming))
-        self._priming = bytearray()
+        self._wipe_priming()
         self._last_partial = ""
         self._energy = []
         self._carry = b""
