@@ -126,6 +126,14 @@ def prune_alternates(prons: dict[str, list[str]]) -> dict[str, list[str]]:
     return {w: ps[:1] + [p for p in ps[1:] if not collides(w, p.split())] for w, ps in prons.items()}
 
 
+def _loud_frames(energy: np.ndarray) -> np.ndarray:
+    """Per 10 ms frame (energy in dB): within LOUD_RANGE_DB of the loudest, and LOUD_ABOVE_FLOOR_DB
+    above the quiet floor (10th percentile)."""
+    if energy.size == 0:
+        return np.zeros(0, dtype=bool)
+    return energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB)
+
+
 def _model_files() -> dict:
     import pocketsphinx
 
@@ -245,7 +253,7 @@ class SphinxRecognizer(Recognizer):
             return 0
         x = samples[: n * FRAME].astype(np.float64) ** 2
         energy = 10 * np.log10(x.reshape(n, FRAME).mean(axis=1) + 1.0)
-        loud = np.nonzero(energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB))[0]
+        loud = np.nonzero(_loud_frames(energy))[0]
         first = int(loud[0]) if loud.size else 0
         return max(0, first - round(SEARCH_LEAD_S * 100)) * FRAME
 
@@ -354,10 +362,7 @@ class SphinxRecognizer(Recognizer):
 
     def _loud(self) -> np.ndarray:
         """Per 10 ms frame: speech to be explained (near the loudest frame, well above the floor)."""
-        energy = np.asarray(self._energy)
-        if energy.size == 0:
-            return np.zeros(0, dtype=bool)
-        return energy > max(energy.max() - LOUD_RANGE_DB, np.percentile(energy, 10) + LOUD_ABOVE_FLOOR_DB)
+        return _loud_frames(np.asarray(self._energy))
 
     def _stretch(self) -> float:
         """Frames per phone of the result's most stretched word. (Counting only loud frames, or only
