@@ -246,3 +246,24 @@ def test_energy_track_lines_up_with_the_decoder_frames(rec, synth):
     assert len(pcm) // 320 - frames > 50  # the lead was left out
     assert abs(len(rec._energy) - frames) <= 5  # the front end holds back a few frames mid-utterance
     assert rec.finish().text == "volume up"
+
+
+def test_the_cepstral_mean_is_measured_on_the_configured_preroll(repo):
+    """With a pre-roll shorter than PRIME_S, partial results (and so the early end) must not wait
+    for PRIME_S of audio: the priming window is the configured pre-roll."""
+    import dataclasses
+
+    from tallylight.config import load
+    from tallylight.speech.sphinx import MIN_PRIME_S, prime_window
+    from tallylight.speech.understand import make_understander
+
+    cfg = load(repo / "config" / "tallylight.toml")
+    for preroll_s, window in ((0.6, 0.6), (2.0, 2.0), (0.0, MIN_PRIME_S)):
+        assert prime_window(preroll_s) == window
+        short = dataclasses.replace(cfg, capture=dataclasses.replace(cfg.capture, preroll_s=preroll_s))
+        understander = make_understander(short)
+        try:
+            assert understander.recognizer.prime_s == window
+            assert len(understander.recognizer._priming) == int(window * 16000) * 2
+        finally:
+            understander.close()

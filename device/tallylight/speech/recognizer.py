@@ -91,12 +91,13 @@ def default_vosk_model(state_dir: Path | None = None) -> Path | None:
 
 def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], words: set[str],
                     state_dir: Path | None = None, extra_pronunciations: dict[str, str] | None = None,
-                    debug: bool = False) -> Recognizer:
+                    preroll_s: float | None = None, debug: bool = False) -> Recognizer:
     """The configured recognizer.
 
     engine "auto": vosk when recognizer.vosk_model (or the default model dir) exists, else
     pocketsphinx, whose English model ships inside its wheel. `words` is the grammar's vocabulary
     (used to say which words a model lacks); `phrases` feed vosk's grammar mode, `jsgf` pocketsphinx.
+    `preroll_s` is the capture's pre-roll: pocketsphinx measures its cepstral mean on that much audio.
     """
     engine = cfg.engine
     model_path: Path | None = Path(cfg.vosk_model).expanduser() if cfg.vosk_model else None
@@ -117,9 +118,10 @@ def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], wor
             )
         rec: Recognizer = VoskRecognizer(os.fspath(model_path), phrases, debug=debug)
     else:
-        from tallylight.speech.sphinx import SphinxRecognizer
+        from tallylight.speech.sphinx import SphinxRecognizer, prime_window
 
-        rec = SphinxRecognizer(jsgf, extra_pronunciations, debug=debug)
+        options = {} if preroll_s is None else {"prime_s": prime_window(preroll_s)}
+        rec = SphinxRecognizer(jsgf, extra_pronunciations, debug=debug, **options)
     missing = rec.missing_words() & set(words) if words else rec.missing_words()
     if missing:
         _LOG.warning("recognizer %s lacks these command words: %s", rec.name, ", ".join(sorted(missing)))

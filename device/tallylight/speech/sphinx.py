@@ -25,7 +25,7 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   became "thirty", "lights on" became "lights off" (tuned voices: 81% right). A second pass over
   the whole utterance with its own mean (batch CMN) fixed that (92%), but cost a whole decode,
   about 255 ms on the build machine, between the end of speech and the action. Instead, the first
-  PRIME_S of audio (the capture's pre-roll: the end of the room's quiet and the wake phrase, said
+  `prime_s` of audio (the capture's pre-roll: the end of the room's quiet and the wake phrase, said
   by the same voice through the same mic) is run through the front end alone (no search, a few ms)
   to get its mean, and the one streaming pass decodes with that mean from the first frame. Its
   result is final: same accuracy on the tuned voices within 6 of 372 clips, better held out and in
@@ -43,8 +43,9 @@ What matters for accuracy and rejection (each measured with scripts/measure-inte
   gives confidence 0 (commands measured at most ~22, recorded non-command speech 33-85).
 
 During an utterance the recognizer holds, besides the decoder's own state, one number per 10 ms frame
-(its energy) and, until PRIME_S of audio has come, those first samples: in RAM only, in one buffer of
-PRIME_S allocated once, overwritten with zeros as soon as they are decoded and in `reset` and `close`.
+(its energy) and, until `prime_s` of audio has come, those first samples: in RAM only, in one buffer
+of `prime_s` (the pre-roll, 1.5 s by default) allocated once, overwritten with zeros as soon as they
+are decoded and in `reset` and `close`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ _LOG = logging.getLogger(__name__)
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
 # Seconds of audio whose cepstral mean the decoding starts from (see above): the default
-# capture.preroll_s, so with the shipped config it is exactly the pre-roll.
+# capture.preroll_s. make_recognizer passes the configured pre-roll instead (`prime_window`).
 PRIME_S = 1.5
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3
@@ -128,6 +129,13 @@ def prune_alternates(prons: dict[str, list[str]]) -> dict[str, list[str]]:
         return False
 
     return {w: ps[:1] + [p for p in ps[1:] if not collides(w, p.split())] for w, ps in prons.items()}
+
+
+def prime_window(preroll_s: float) -> float:
+    """The seconds of audio to measure the cepstral mean on, for a capture with this pre-roll: the
+    pre-roll itself (the room and the wake phrase), but at least MIN_PRIME_S. A longer window than
+    the pre-roll would hold back every partial result, and so the early end, until it is full."""
+    return max(float(preroll_s), MIN_PRIME_S)
 
 
 def _loud_frames(energy: np.ndarray) -> np.ndarray:
@@ -287,7 +295,7 @@ class SphinxRecognizer(Recognizer):
 
     def process(self, block: bytes) -> Hypothesis | None:
         """Decode a block as it comes: a new partial result, or None when it is unchanged (or the
-        first PRIME_S of audio are still being gathered)."""
+        first `prime_s` of audio are still being gathered)."""
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt:
@@ -334,7 +342,7 @@ class SphinxRecognizer(Recognizer):
         if self._closed:
             raise EngineError("the recognizer was closed")
         if not self._in_utt and self._primed:
-            self._start_utt()  # an utterance shorter than PRIME_S
+            self._start_utt()  # an utterance shorter than prime_s
             hyp = self._decoder.hyp()
             self._last_partial = hyp.hypstr if hyp is not None else ""
         if not self._in_utt:

@@ -121,7 +121,7 @@ def make_understander(cfg: Config) -> Understander:
     grammar = Grammar(commands_of(cfg))
     wake_words = wake_words_of(cfg)
     common = dict(phrases=grammar.vosk_phrases(), words=grammar.vocabulary(), state_dir=cfg.state_dir,
-                  debug=cfg.daemon.log_level == "debug")
+                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug")
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
     except EngineError as e:
