@@ -70,8 +70,8 @@ def test_default_commands_after_the_wake_word(pipeline, synth):
 
 
 # Clips that the model's prior cepstral mean gets wrong ("thirteen" -> 30, "lights on" -> stop, "seven"
-# -> 2, "turn off the lights" -> nothing) and the mean measured on the capture's first 1.5 s (its
-# pre-roll) gets right: see speech/sphinx.py. (voice, speed, said, intent, slots)
+# -> 2, "turn off the lights" -> nothing) and the mean measured on the capture's pre-roll gets
+# right: see speech/sphinx.py. (voice, speed, said, intent, slots)
 MEAN_SENSITIVE = [
     ("en-gb", 140, "set a timer for thirteen minutes", "timer", {"minutes": 13}),
     ("en-gb", 140, "lights on", "light_on", {}),

@@ -193,7 +193,7 @@ def test_keeps_no_copy_of_the_utterance(rec, synth):
 
 
 def test_first_samples_are_zeroed_once_decoded_or_dropped(rec, synth):
-    """P4: the first PRIME_S of audio wait in the recognizer, in one buffer allocated once, until the
+    """P4: the first prime_s of audio wait in the recognizer, in one buffer allocated once, until the
     cepstral mean is measured; they are overwritten with zeros when decoded or dropped."""
     pcm = speech.pcm(synth("volume up"))
     buffer = rec._priming
@@ -248,22 +248,45 @@ def test_energy_track_lines_up_with_the_decoder_frames(rec, synth):
     assert rec.finish().text == "volume up"
 
 
-def test_the_cepstral_mean_is_measured_on_the_configured_preroll(repo):
+def test_the_cepstral_mean_is_measured_on_the_configured_preroll(repo, synth):
     """With a pre-roll shorter than PRIME_S, partial results (and so the early end) must not wait
-    for PRIME_S of audio: the priming window is the configured pre-roll."""
+    for PRIME_S of audio: the priming window is the configured pre-roll (at least MIN_PRIME_S)."""
     import dataclasses
 
     from tallylight.config import load
-    from tallylight.speech.sphinx import MIN_PRIME_S, prime_window
+    from tallylight.speech.sphinx import MIN_PRIME_S, PRIME_S, prime_window
     from tallylight.speech.understand import make_understander
 
     cfg = load(repo / "config" / "tallylight.toml")
+    cfg = dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine="pocketsphinx"))
+    pcm = speech.pcm(synth("okay nabu, turn on the light", lead_s=0.3, tail_s=0.3))
     for preroll_s, window in ((0.6, 0.6), (2.0, 2.0), (0.0, MIN_PRIME_S)):
         assert prime_window(preroll_s) == window
-        short = dataclasses.replace(cfg, capture=dataclasses.replace(cfg.capture, preroll_s=preroll_s))
-        understander = make_understander(short)
+        capture = dataclasses.replace(cfg.capture, preroll_s=preroll_s, ring_s=max(cfg.capture.ring_s, preroll_s))
+        understander = make_understander(dataclasses.replace(cfg, capture=capture))
+        rec = understander.recognizer
         try:
-            assert understander.recognizer.prime_s == window
-            assert len(understander.recognizer._priming) == int(window * 16000) * 2
+            assert rec.prime_s == window and len(rec._priming) == int(window * 16000) * 2
+            if window < PRIME_S:
+                # The first partial result comes as soon as the window is full, not after PRIME_S.
+                first = next(i for i in range(0, len(pcm), BLOCK) if rec.process(pcm[i:i + BLOCK]) is not None)
+                assert first / 32000 < PRIME_S - 0.2, f"first partial after {first / 32000:.2f} s"
         finally:
             understander.close()
+
+
+def test_a_cut_short_result_falls_back_only_to_a_whole_phrase_of_its_own_words():
+    from types import SimpleNamespace
+
+    jsgf = "#JSGF V1.0;\ngrammar g;\npublic <g> = [ okay ] ( stop | stop the alarm | turn on the light );\n"
+    with SphinxRecognizer(jsgf) as r:
+        def segs(*words):
+            return [SimpleNamespace(word=w, start_frame=10 * i, end_frame=10 * i + 9) for i, w in enumerate(words)]
+
+        kept = segs("okay", "stop", "the")
+        assert r._complete_prefix("okay stop the", kept) == ("okay stop", kept[:2])
+        assert r._complete_prefix("stop the", segs("stop", "the(2)"))[0] == "stop"  # an alternate pronunciation
+        assert r._complete_prefix("turn on the", segs("turn", "on", "the")) == ("", [])  # no whole phrase in it
+        # Segments that are not the text's words (cannot tell which is which): no fallback.
+        assert r._complete_prefix("stop the", segs("the", "stop")) == ("", [])
+        assert r._complete_prefix("stop the", segs("stop")) == ("", [])

@@ -1,7 +1,7 @@
 """Where audio lives in RAM (P4): the pre-roll ring and the capture buffer. Besides these, only the
 recognizer a capture is handed to keeps any: pocketsphinx holds the capture's first
-`capture.preroll_s` in one buffer of its own until it has decoded them, then zeroes it
-(speech/sphinx.py).
+`capture.preroll_s` (at least 0.3 s) in one buffer of its own until it has decoded them, then
+zeroes it (speech/sphinx.py).
 
 Both are fixed-size bytearrays allocated once and overwritten with zeros when they are done with, so
 no copy of the audio lingers in memory after a mute or a hand-over.

@@ -179,6 +179,9 @@ class SphinxRecognizer(Recognizer):
             options["logfn"] = os.devnull  # pocketsphinx logs every utterance to stderr otherwise
         try:
             self._decoder = pocketsphinx.Decoder(**options)
+        except KeyError as e:  # an option pocketsphinx does not know ("Unknown key b'slprob'")
+            key = re.search(r"b'([^']*)'", str(e.args[0] if e.args else e))
+            raise EngineError(f"pocketsphinx has no option {key.group(1) if key else e}") from None
         except (RuntimeError, ValueError) as e:
             raise EngineError(f"pocketsphinx could not load its model: {e}") from None
         self._closed = False
@@ -393,8 +396,8 @@ class SphinxRecognizer(Recognizer):
         unexplained, so the coverage confidence still counts its sound against it ("stop the music"
         is rejected: "the music" is loud and outside the kept words)."""
         words = text.split()
-        if len(words) != len(segs):  # cannot tell which segment is which word: do not guess
-            return "", []
+        if [seg.word.split("(")[0] for seg in segs] != words:  # "on(2)" is "on"
+            return "", []  # cannot tell which segment is which word: do not guess
         for n in range(len(words) - 1, 0, -1):
             if self._fsg.accept(" ".join(words[:n])):
                 return " ".join(words[:n]), segs[:n]
