@@ -290,3 +290,10 @@ def test_a_cut_short_result_falls_back_only_to_a_whole_phrase_of_its_own_words()
         # Segments that are not the text's words (cannot tell which is which): no fallback.
         assert r._complete_prefix("stop the", segs("the", "stop")) == ("", [])
         assert r._complete_prefix("stop the", segs("stop")) == ("", [])
+
+
+def test_silence_is_the_only_filler(rec):
+    """The model's [NOISE] and [SPEECH] fillers slow the end-of-utterance lattice and changed no
+    result (speech/sphinx.py): the decoder is built without them."""
+    assert rec._decoder.lookup_word("<sil>") is not None
+    assert rec._decoder.lookup_word("[NOISE]") is None and rec._decoder.lookup_word("[SPEECH]") is None

@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import re
+from importlib import resources
 
 import numpy as np
 
@@ -62,6 +63,11 @@ from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
 
+# The decoder's filler words: silence only (<s>, </s>, <sil>). The model's own list adds [NOISE] and
+# [SPEECH], which the FSG search puts beside every grammar state: they made the end-of-utterance
+# lattice 40% slower to build, and with fillprob 1e-8 they changed no result in scripts/measure-intents
+# (every clip gave the same transcript and confidence without them).
+FILLERS_RESOURCE = "data/pocketsphinx-fillers.dict"
 # Pronunciations (CMU ARPABET, as in cmudict) for words our shipped config uses that cmudict lacks.
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
@@ -173,12 +179,14 @@ class SphinxRecognizer(Recognizer):
             raise EngineError("the command grammar has no public rule: the JSGF needs `public <name> = ...;`")
         model = _model_files()
         # The decoder gets a dictionary of the grammar's words only (added below), not the 134,000
-        # words of cmudict: less to load and hold, and alternates can be left out (prune_alternates).
+        # words of cmudict: less to load and hold, and alternates can be left out (prune_alternates);
+        # and silence as its only filler (FILLERS_RESOURCE).
         options = {**model, "dict": os.devnull, "lm": None, "samprate": float(sample_rate), **decoder_options}
         if not debug:
             options["logfn"] = os.devnull  # pocketsphinx logs every utterance to stderr otherwise
         try:
-            self._decoder = pocketsphinx.Decoder(**options)
+            with resources.as_file(resources.files("tallylight").joinpath(FILLERS_RESOURCE)) as fillers:
+                self._decoder = pocketsphinx.Decoder(**{"fdict": str(fillers), **options})
         except KeyError as e:  # an option pocketsphinx does not know ("Unknown key b'slprob'")
             key = re.search(r"b'([^']*)'", str(e.args[0] if e.args else e))
             raise EngineError(f"pocketsphinx has no option {key.group(1) if key else e}") from None
