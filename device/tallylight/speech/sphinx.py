@@ -64,10 +64,11 @@ from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
 _LOG = logging.getLogger(__name__)
 
 # The decoder's filler words: silence only (<s>, </s>, <sil>). The model's own list adds [NOISE] and
-# [SPEECH], which the FSG search puts beside every grammar state: they made the end-of-utterance
-# lattice 40% slower to build, and with fillprob 1e-8 they changed no result in scripts/measure-intents
-# (every clip gave the same transcript and confidence without them).
+# [SPEECH], which the FSG search puts beside every grammar state: without them finish() takes 0.77 of
+# the time (the end-of-utterance lattice; scripts/bench table 7, side by side), and with fillprob 1e-8
+# they changed no result in scripts/measure-intents (the same transcript and confidence for every clip).
 FILLERS_RESOURCE = "data/pocketsphinx-fillers.dict"
+
 # Pronunciations (CMU ARPABET, as in cmudict) for words our shipped config uses that cmudict lacks.
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
