@@ -1362,6 +1362,13 @@ def table_action(ctx: "Ctx") -> Table:
     return t
 
 
+def feed_utterance(rec: Any, pcm: bytes, block: int) -> None:
+    """A new utterance in the recognizer, fed in blocks as a capture would (finish() is the caller's)."""
+    rec.reset()
+    for i in range(0, len(pcm), block):
+        rec.process(pcm[i:i + block])
+
+
 def recognizer_cpu(rec_factory: Callable[[], Any], clips: Sequence[bytes], rounds: int, block: int = 640,
                    budget_s: float = 40.0) -> list[float]:
     """CPU seconds per audio second of a recognizer: each clip fed in 20 ms blocks, then finish().
@@ -1369,9 +1376,7 @@ def recognizer_cpu(rec_factory: Callable[[], Any], clips: Sequence[bytes], round
     rec = rec_factory()
 
     def feed(pcm: bytes) -> None:
-        rec.reset()
-        for i in range(0, len(pcm), block):
-            rec.process(pcm[i:i + block])
+        feed_utterance(rec, pcm, block)
         rec.finish()
 
     rates = []
@@ -1401,9 +1406,7 @@ def finish_ms(factories: Sequence[Callable[[], Any]], clips: Sequence[bytes], bl
             order = list(range(len(recs)))
             order = order[n % len(order):] + order[:n % len(order)]
             for i in order:
-                recs[i].reset()
-                for k in range(0, len(pcm), block):
-                    recs[i].process(pcm[k:k + block])
+                feed_utterance(recs[i], pcm, block)
                 t0 = time.perf_counter()
                 recs[i].finish()
                 out[i].append(1000 * (time.perf_counter() - t0))
