@@ -59,6 +59,7 @@ from importlib import resources
 import numpy as np
 
 from tallylight.errors import EngineError
+from tallylight.speech.noisefloor import NoiseFloor
 from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ class SphinxRecognizer(Recognizer):
         except (RuntimeError, ValueError) as e:
             self.close()
             raise EngineError(f"pocketsphinx could not load the command grammar: {e}") from None
-        self.noise_floor = noise_floor
+        self._floor = NoiseFloor(noise_floor)
         self.prime_s = prime_s
         # The model's prior mean: each utterance's mean is measured from this same start, so no
         # result depends on what was said before.
@@ -240,9 +241,7 @@ class SphinxRecognizer(Recognizer):
         self._last_partial = ""
         self._energy: list[float] = []  # dB per 10 ms frame of this utterance (not the audio)
         self.last_stretch = 0.0  # loud frames per phone of the last result's most stretched word
-        self._carry = b""
         self._frame_fill, self._frame_sum = 0, 0.0
-        self._rng = np.random.default_rng(0)
 
     def missing_words(self) -> set[str]:
         """Always empty for a built recognizer: a grammar with unknown words fails to build (the
@@ -253,18 +252,8 @@ class SphinxRecognizer(Recognizer):
     def words(self) -> set[str]:
         return set(self._words)
 
-    def _with_floor(self, block: bytes | bytearray) -> np.ndarray:
-        """The block's whole samples with the noise floor added (a trailing odd byte waits for the next block)."""
-        data = self._carry + block
-        usable = len(data) // 2 * 2
-        self._carry = data[usable:]
-        samples = np.frombuffer(data[:usable], dtype="<i2")
-        if self.noise_floor:
-            samples = np.clip(samples + self._rng.normal(0.0, self.noise_floor, samples.shape), -32768, 32767)
-        return samples.astype("<i2")
-
     def _prepare(self, block: bytes) -> bytes:
-        out = self._with_floor(block)
+        out = self._floor.process(block)
         self._track_energy(out)
         return out.tobytes()
 
@@ -330,7 +319,7 @@ class SphinxRecognizer(Recognizer):
     def _start_utt(self) -> None:
         """Measure the cepstral mean of the audio gathered so far (front end only, no search), start
         the utterance with it, and decode that audio."""
-        samples = whole = self._with_floor(memoryview(self._priming)[:self._primed])
+        samples = whole = self._floor.process(memoryview(self._priming)[:self._primed])
         self._wipe_priming()
         d = self._decoder
         cmn = self._cmn0
@@ -440,9 +429,8 @@ class SphinxRecognizer(Recognizer):
         self._wipe_priming()
         self._last_partial = ""
         self._energy = []
-        self._carry = b""
+        self._floor.reset()
         self._frame_fill, self._frame_sum = 0, 0.0
-        self._rng = np.random.default_rng(0)
 
     def reset(self) -> None:
         if self._closed:
