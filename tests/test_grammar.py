@@ -134,6 +134,21 @@ def test_vosk_phrases_cover_every_word_pair_and_stay_in_the_grammar(grammar):
     assert set(counts) == {c.name for c in grammar.commands}
 
 
+def test_vosk_phrases_with_the_wake_prefix_add_each_line_after_the_wake_phrase(grammar):
+    plain = grammar.vosk_phrases(balance=False)
+    prefixed = grammar.vosk_phrases(balance=False, wake_prefix=" okay  nabu ")
+    lines = [p for p in plain if p != "[unk]"]
+    assert sorted(prefixed) == sorted(plain + [f"okay nabu {line}" for line in lines])
+    # Balanced as before: every command (and [unk]) the same number of lines.
+    counts = {}
+    for line in grammar.vosk_phrases(wake_prefix="okay nabu"):
+        if line != "[unk]":
+            name = grammar.match(line.removeprefix("okay nabu ")).command.name
+            counts[name] = counts.get(name, 0) + 1
+    assert len(set(counts.values())) == 1
+    assert grammar.vosk_phrases(wake_prefix="okay nabu").count("[unk]") == next(iter(counts.values()))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Random command definitions round-trip
 

@@ -46,15 +46,18 @@ class Understander:
 
     def _strip_wake_words(self, words: list[str]) -> list[str]:
         """The capture starts before the wake detector fired (the pre-roll), so a hypothesis may begin
-        with the end of the wake phrase ("nabu ...", "okay nabu ...") or, for vosk, with [unk] for it."""
+        with the end of the wake phrase ("nabu ...", "okay nabu ...") or, for vosk, with [unk] for
+        the wake words its model lacks ("okay [unk] ..."): at most one word per wake word goes."""
         n = len(self.wake_words)
         for k in range(n, 0, -1):
             if words[:k] == list(self.wake_words[n - k:]):
                 return words[k:]
-        unk = 0
-        while unk < max(n, 1) and unk < len(words) and words[unk] == "[unk]":
-            unk += 1
-        return words[unk:]
+        heads = {"[unk]", *self.wake_words}
+        k = 0
+        while k < max(n, 1) and k < len(words) and words[k] in heads:
+            k += 1
+        # Only a run with an [unk] in it: the wake words alone, in order, were matched above.
+        return words[k:] if "[unk]" in words[:k] else words
 
     def interpret(self, hyp: Hypothesis, t: float) -> list[Event]:
         words = self._strip_wake_words(hyp.text.split())
@@ -120,7 +123,8 @@ def with_wake_prefix(jsgf: str, wake_words: tuple[str, ...]) -> str:
 def make_understander(cfg: Config) -> Understander:
     grammar = Grammar(commands_of(cfg))
     wake_words = wake_words_of(cfg)
-    common = dict(phrases=grammar.vosk_phrases(), words=grammar.vocabulary(), state_dir=cfg.state_dir,
+    # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
+    common = dict(phrases=grammar.vosk_phrases(wake_prefix=" ".join(wake_words)), words=grammar.vocabulary(), state_dir=cfg.state_dir,
                   preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug")
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
