@@ -119,6 +119,13 @@ def test_reset_mid_utterance(rec, synth):
     assert decode(rec, ko(synth, "안녕하세요"))[1].text == "안녕하세요"
 
 
+def test_finish_with_no_audio_since_reset_is_an_empty_result(rec, synth):
+    decode(rec, ko(synth, "안녕하세요"))  # an utterance before, finished
+    rec.reset()
+    assert rec.finish() == Hypothesis("", 0.0, final=True, complete=False)
+    assert decode(rec, ko(synth, "감사합니다"))[1].text == "감사합니다"  # and the next one is whole
+
+
 def test_silence_recognizes_nothing(rec):
     final = decode(rec, speech.pcm(speech.silence(1.0)))[1]
     assert final == Hypothesis("", 0.0, final=True, complete=False)
