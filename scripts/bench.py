@@ -20,8 +20,11 @@ Tables:
   6 end of speech to action: the real daemon fed in real time, to the action being started
   7 recognizer CPU per audio second
 
-Nothing is written into the checkout: speech is made by tests/speech.py into its cache under /tmp,
-and every other file (ledgers, configs, WAVs) goes to a temporary folder that is removed at the end.
+Speech is made by tests/speech.py into its cache under /tmp, and every other file (ledgers, configs,
+WAVs) goes to a temporary folder that is removed at the end. The one thing kept in the checkout is the
+English vosk test model (tests/vosk_english.py, about 78 MB in .venv/test-models/, fetched on the
+first full run; TALLYLIGHT_TEST_MODELS puts it elsewhere): vosk is measured with it beside
+pocketsphinx, and only pocketsphinx is judged against the goals (users do not get that model).
 """
 
 from __future__ import annotations
@@ -1371,6 +1374,8 @@ def table_action(ctx: "Ctx") -> Table:
     clips = command_clips(voices, commands)
     runs = [("pocketsphinx", cfg)]
     en, why = english_vosk_model(ctx)
+    if ctx.quick:
+        en, why = None, "skipped with --quick"
     if en is not None:
         runs.append((f"vosk ({VOSK_EN_LABEL})", dataclasses.replace(
             cfg, recognizer=dataclasses.replace(cfg.recognizer, engine="vosk", vosk_model=str(en)))))
@@ -1378,14 +1383,22 @@ def table_action(ctx: "Ctx") -> Table:
               "p50 <= 300 ms (total)", ["recognizer", "part", "p50 ms", "p95 ms", "max ms"])
     ok = True
     for name, run_cfg in runs:
-        r = action_run(run_cfg, clips)
+        judged = name == "pocketsphinx"  # the recognizer users get without a vosk model
+        try:
+            r = action_run(run_cfg, clips)
+        except Exception as e:  # noqa: BLE001 - one recognizer's failure must not hide the other's rows
+            if judged:
+                raise
+            t.notes.append(f"{name}: not measured ({type(e).__name__}: {e})")
+            continue
         if r["total"]:
             for label, xs in (("end of the command -> capture ends (endpointing, wall clock)", r["endpoint"]),
                               ("recognizer finish + matching (wall)", r["finish"]),
                               ("-> ActionRunner.perform() entered (events, action thread)", r["dispatch"]),
                               ("total: end of the command -> action started", r["total"])):
                 t.rows.append([name, label, pct(xs, 50), pct(xs, 95), max(xs)])
-        ok &= bool(r["total"]) and pct(r["total"], 50) <= 300
+        if judged:
+            ok &= bool(r["total"]) and pct(r["total"], 50) <= 300
         t.notes.append(f"{name}: captures ended by: {', '.join(f'{k} {v}' for k, v in sorted(r['ends'].items())) or 'none'}; "
                        f"right action in {r['right']} of {len(r['total'])} (accuracy is measured elsewhere)")
         if r["missed"]:
@@ -1399,6 +1412,9 @@ def table_action(ctx: "Ctx") -> Table:
                       "frame above -34 dB of its loudest; action started = the real ActionRunner.perform() entered")
     if en is None:
         t.notes.append(f"vosk: not measured ({why})")
+    else:
+        t.notes.append(f"judged on pocketsphinx only: the vosk rows use the {VOSK_EN_LABEL} (tests/vosk_english.py), "
+                       "not the model users download")
     return t
 
 

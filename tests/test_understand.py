@@ -30,13 +30,25 @@ def outcome(understander, text: str, confidence: float = 0.9, complete: bool = F
     "[unk] turn on the light",  # vosk: a model without "nabu"
     "okay [unk] turn on the light",
     "[unk] [unk] turn on the light",
+    "[unk] nabu turn on the light",
+    "okay turn on the light",  # vosk: a model with neither "nabu" nor [unk] drops it from its lines
+    "[unk] okay nabu turn on the light",  # a sound just before the wake phrase
 ])
 def test_the_wake_phrase_at_the_start_is_dropped(understander, text):
     assert outcome(understander, text) == ("light_on", {})
 
 
+@pytest.mark.parametrize("text", ["[unk] stop", "nabu stop", "okay [unk] stop", "okay nabu stop", "stop"])
+def test_a_phrase_that_begins_a_longer_one_is_itself_after_the_wake_phrase(understander, text):
+    # Not a vosk phrase as heard ("[unk] stop"), but exactly the phrase "stop" once the wake phrase goes.
+    assert outcome(understander, text, complete=False) == ("stop", {})
+
+
 @pytest.mark.parametrize("text", [
     "[unk] [unk] [unk] turn on the light",  # more than the wake phrase before the command
+    "nabu [unk] turn on the light",  # an unknown word after the wake phrase
+    "okay nabu [unk] turn on the light",
+    "okay okay turn on the light",
     "turn on [unk] light",
     "turn on the light [unk]",
     "[unk]",
@@ -50,3 +62,9 @@ def test_any_other_unknown_speech_is_no_command(understander, text):
 def test_low_confidence_is_no_command(understander):
     assert outcome(understander, "okay nabu set a timer for five minutes", 0.49) is None
     assert outcome(understander, "okay nabu set a timer for five minutes", 0.5) == ("timer", {"minutes": 5})
+
+
+def test_without_wake_words_one_leading_unknown_word_goes():
+    bare = Understander(None, Grammar(default_commands()), min_confidence=0.5, wake_words=())
+    assert outcome(bare, "[unk] volume up") == ("volume_up", {})
+    assert outcome(bare, "[unk] [unk] volume up") is None

