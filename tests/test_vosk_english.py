@@ -84,3 +84,21 @@ def test_the_vocabulary_check_names_words_the_english_model_lacks(english_model)
         # This model has no [unk] word: non-command speech is forced onto command words, and only
         # the confidence and the exact-phrase match reject it.
         assert not rec.has_unk
+
+
+def test_check_says_when_the_model_lacks_a_wake_word(repo, english_model, tmp_path):
+    import io
+
+    from tallylight.check import run_checks
+
+    cfg = load(repo / "config" / "tallylight.toml")
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, state_dir=str(tmp_path)),
+                              recognizer=dataclasses.replace(cfg.recognizer, engine="vosk", vosk_model=str(english_model)))
+    lines = {}
+    for wake_model in ("okay_nabu", "hey_mycroft"):  # this model has "nabu", not "mycroft"
+        out = io.StringIO()
+        run_checks(dataclasses.replace(cfg, wake=dataclasses.replace(cfg.wake, model=wake_model)), out)
+        lines[wake_model] = next(line for line in out.getvalue().splitlines() if "recognizer:" in line)
+    assert lines["okay_nabu"].split()[0] == "ok" and "wake word" not in lines["okay_nabu"]
+    assert lines["hey_mycroft"].split()[0] == "ok"
+    assert "does not know the wake word mycroft" in lines["hey_mycroft"]

@@ -111,14 +111,20 @@ def _check_recognizer(cfg: Config) -> str:
     commands = commands_of(cfg)
     u = make_understander(cfg)
     try:
-        missing = u.recognizer.missing_words() & u.grammar.vocabulary()
+        unknown = u.recognizer.missing_words()
     finally:
         u.close()
+    missing = unknown & u.grammar.vocabulary()
     if missing:
         raise TallylightError(
             f"{u.name} cannot recognize these command words: {', '.join(sorted(missing))} "
             "(change the phrases, or use a model that knows them)")
-    return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known"
+    # Not a problem, but worth knowing: the capture's pre-roll holds the wake phrase, and a word of it
+    # the model lacks is heard as [unk] or as some other word before the command.
+    wake_unknown = [w for w in u.wake_words if w in unknown]
+    note = (f"; the model does not know the wake word{'s' if len(wake_unknown) > 1 else ''} "
+            f"{', '.join(wake_unknown)}, so it hears something else at the start of each capture" if wake_unknown else "")
+    return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known{note}"
 
 
 def _check_state_dir(cfg: Config) -> str:
