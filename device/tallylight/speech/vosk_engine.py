@@ -19,8 +19,9 @@ tuned voices, an English small model: 89.5% right without it, 93.3% with -60 dBF
 Confidence: vosk's per-word confidence (SetWords(True); the word's lattice posterior); the
 hypothesis takes the lowest word's, since one unsure word is enough to make a command wrong.
 `[unk]` stays in the text and does not count in the confidence: the capture's pre-roll holds the
-wake phrase, which a model without "nabu" hears as `[unk]`, so the Understander drops up to one
-`[unk]` per wake word at the start and rejects every other result that holds one.
+wake phrase, which a model without "nabu" hears as "okay [unk]". The Understander drops the wake
+phrase from the start of a result, each of its words heard as itself or as `[unk]`, and rejects
+every other result that holds an `[unk]`.
 """
 
 from __future__ import annotations
