@@ -126,6 +126,17 @@ def test_finish_with_no_audio_since_reset_is_an_empty_result(rec, synth):
     assert decode(rec, ko(synth, "감사합니다"))[1].text == "감사합니다"  # and the next one is whole
 
 
+def test_nothing_of_an_utterance_is_kept_after_finish_or_reset(rec, synth):
+    # P4: the decoder state (features, lattice) and our odd-byte carry go with the utterance.
+    pcm = ko(synth, "감사합니다")
+    for end in (rec.finish, rec.reset):
+        rec.reset()
+        rec.process(pcm[: len(pcm) // 2 + 1])  # an odd number of bytes: one waits for the next block
+        assert rec._rec is not None and rec._floor._carry
+        end()
+        assert rec._rec is None and rec._segments == [] and rec._floor._carry == b"" and rec._last_partial == ""
+
+
 def test_silence_recognizes_nothing(rec):
     final = decode(rec, speech.pcm(speech.silence(1.0)))[1]
     assert final == Hypothesis("", 0.0, final=True, complete=False)
