@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from debian_root import chroot_env, debian_root
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -231,53 +232,25 @@ def test_uninstall_keep_data_then_purge(installed, checkout):
 # ---- a real install in a Debian root ---------------------------------------------------------------
 
 
-def debian_mirror() -> str:
-    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for line in f.read_text().splitlines():
-            if line.startswith("URIs:") and "security" not in line:
-                return line.split()[1]
-    return "http://deb.debian.org/debian"
-
-
 @pytest.fixture
-def debian_root(tmp_path):
+def bookworm_root(tmp_path):
     if os.geteuid() != 0 or not shutil.which("debootstrap"):
         pytest.skip("needs root and debootstrap (scripts/test installs it; CI runs as root)")
     root = tmp_path / "bookworm"
-    t0 = time.monotonic()
-    r = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,systemd,ca-certificates",
-                        "bookworm", str(root), debian_mirror()], capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    print(f"\ndebootstrap took {time.monotonic() - t0:.0f} s")
-    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
-    # This machine may reach the registries through a TLS proxy whose CA only its own bundle holds.
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
-    if Path("/etc/pip.conf").exists():
-        shutil.copy("/etc/pip.conf", root / "etc/pip.conf")
-    mounts = []
-    for src in ("/proc", "/sys", "/dev"):
-        dst = root / src.lstrip("/")
-        subprocess.run(["mount", "--rbind", src, str(dst)], check=True)
-        subprocess.run(["mount", "--make-rslave", str(dst)], check=True)
-        mounts.append(dst)
-    try:
+    with debian_root(root) as took:
+        print(f"\ndebootstrap took {took:.0f} s")
         yield root
-    finally:
-        for m in reversed(mounts):
-            subprocess.run(["umount", "-R", "-l", str(m)])
-        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_real_install_in_a_debian_bookworm_root(debian_root, checkout, synth):
-    root = debian_root
+def test_real_install_in_a_debian_bookworm_root(bookworm_root, checkout, synth):
+    root = bookworm_root
     shutil.copytree(checkout, root / "root/tallylight")
     wav = synth("okay nabu", lead_s=0.5, tail_s=1.0)
     shutil.copy(wav, root / "root/okay-nabu.wav")
 
     def chroot(*cmd: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-        env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k != "PIP_FIND_LINKS"})
-        return subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, timeout=timeout,
+                              env=chroot_env(), stdin=subprocess.DEVNULL)
 
     t0 = time.monotonic()
     r = chroot("bash", "/root/tallylight/scripts/install.sh", "--no-vosk")

@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_install import debian_mirror, freeze_checkout, steps
+from debian_root import chroot_env, debian_root
+from test_install import freeze_checkout, steps
 
 pytestmark = pytest.mark.slow
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 EM_AARCH64 = 183  # ELF e_machine of aarch64
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Compiled dependencies that must come as aarch64 wheels from the registry (no compiler needed).
 AARCH64_WHEELS = ("pymicro-wakeword", "pocketsphinx", "vosk", "webrtcvad-wheels", "soxr", "numpy", "lgpio")
 
@@ -55,11 +55,6 @@ def aarch64_emulation_or_skip() -> None:
         pytest.skip(f"the qemu-aarch64 binfmt entry lacks the F (fix binary) flag (flags: {flags!r}); Debian's qemu-user-static sets it")
 
 
-def mounts_under(root: Path) -> list[str]:
-    prefix = str(root) + "/"
-    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines() if line.split()[1].startswith(prefix)]
-
-
 class Arm64Root:
     """A debootstrapped Debian arm64 root with /proc, /sys and /dev bound in; run() executes inside it."""
 
@@ -68,11 +63,7 @@ class Arm64Root:
         self.figures: dict[str, float] = {}
 
     def env(self) -> dict[str, str]:
-        env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        # The pip settings of this machine (certificate, timeouts), but not its local wheel folder
-        # (amd64 wheels, and not in the root).
-        env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k != "PIP_FIND_LINKS"})
-        return env
+        return chroot_env()
 
     def run(self, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(["chroot", str(self.path), *cmd], capture_output=True, text=True, timeout=timeout,
@@ -103,35 +94,13 @@ class Arm64Root:
 def arm64_root(tmp_path_factory):
     aarch64_emulation_or_skip()
     path = tmp_path_factory.mktemp("arm64") / "bookworm"
-    t0 = time.monotonic()
-    # As in test_install.py: python3 (Raspberry Pi OS Lite has it) and systemd (to verify the unit);
-    # the installer itself must bring python3-venv, the compiler and the libraries.
-    r = subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", "--include=python3,systemd,ca-certificates",
-                        "bookworm", str(path), debian_mirror()], capture_output=True, text=True, timeout=2400)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     root = Arm64Root(path)
-    root.figures["debootstrap"] = time.monotonic() - t0
-    shutil.copy("/etc/resolv.conf", path / "etc/resolv.conf")
-    # This machine may reach the registries through a TLS proxy whose CA only its own bundle holds,
-    # and its pip configuration names the index and the constraints.
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", path / "etc/ssl/certs/ca-certificates.crt")
-    if Path("/etc/pip.conf").exists():
-        shutil.copy("/etc/pip.conf", path / "etc/pip.conf")
-    if Path("/etc/xdg/pip").is_dir():
-        shutil.copytree("/etc/xdg/pip", path / "etc/xdg/pip", dirs_exist_ok=True)
-    try:
-        for src in ("/proc", "/sys", "/dev"):
-            dst = path / src.lstrip("/")
-            subprocess.run(["mount", "--rbind", src, str(dst)], check=True)
-            subprocess.run(["mount", "--make-rslave", str(dst)], check=True)
-        yield root
-    finally:
-        for m in ("dev", "sys", "proc"):
-            subprocess.run(["umount", "-R", "-l", str(path / m)], capture_output=True)
-        # Never delete through a mount that is still there (it would reach the host's /dev or /sys).
-        if not mounts_under(path):
-            shutil.rmtree(path, ignore_errors=True)
-        print("\narm64 figures (emulated, this machine): " + ", ".join(f"{k} {v:.0f} s" for k, v in root.figures.items()))
+    with debian_root(path, arch="arm64", timeout=2400) as took:
+        root.figures["debootstrap"] = took
+        try:
+            yield root
+        finally:
+            print("\narm64 figures (emulated, this machine): " + ", ".join(f"{k} {v:.0f} s" for k, v in root.figures.items()))
 
 
 @pytest.fixture(scope="module")
