@@ -170,6 +170,22 @@ def test_pin_on_the_i2s_lines_of_a_sound_hat(machine):
     assert problems == ["indicator.red_pin is GPIO18, which is the I2S clock line: move it to a free GPIO"]
 
 
+def test_a_voice_command_on_a_pin_the_hardware_uses(machine):
+    # The default light commands drive GPIO22: an RGB LED with its red leg there collides.
+    cfg = cfg_of(indicator={"kind": "rgbled", "red_pin": 22, "green_pin": 23, "blue_pin": 24})
+    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
+        "the default command light_on drives GPIO22, which indicator.red_pin also uses: give one of them a free GPIO"]
+    fan = {"phrases": ["fan on"], "action": "gpio", "set": "on"}
+    cfg = cfg_of(commands={"fan": {**fan, "pin": 17}})
+    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
+        "commands.fan drives GPIO17, which mute.pin also uses: give one of them a free GPIO"]
+    machine.cards.write_text(CARDS_2MIC)
+    cfg = cfg_of(commands={"fan": {**fan, "pin": 18}})
+    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
+        "commands.fan drives GPIO18, which is the I2S clock line: move it to a free GPIO"]
+    assert pitfalls.pin_problems(cfg_of(commands={"fan": {**fan, "pin": 26}}), None, machine.cards, machine.boot) == []
+
+
 def test_led_cannot_glow_and_too_dim(machine):
     problems = pitfalls.indicator_problems(cfg_of(indicator={"kind": "led", "listening_glow": 0.2}), machine.dev)
     assert len(problems) == 1 and "pwmled" in problems[0]
@@ -222,6 +238,14 @@ def test_every_profile_parses_over_the_default_config(repo, name):
             assert getattr(getattr(cfg, section), key) == value
     # And over an empty config (every other key at its default).
     config.from_dict(profiles.merge({}, overlay), where=name)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))
+def test_no_profile_shares_a_pin_with_the_shipped_commands(repo, name, machine):
+    base = tomllib.loads((repo / "config" / "tallylight.toml").read_text())
+    cfg = config.from_dict(profiles.merge(base, profiles.load_profile(name, [repo / "config" / "profiles"])), where=name)
+    problems = pitfalls.pin_problems(cfg, name, machine.cards, machine.boot)
+    assert [p for p in problems if "also uses" in p or "both GPIO" in p] == []
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))

@@ -165,6 +165,12 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
     elif ind.kind == "apa102":
         ours.append(("indicator.power_pin", ind.power_pin))
     ours = [(k, p) for k, p in ours if p != -1]
+    # The pins the voice commands drive (a relay, a lamp): the default light commands use GPIO22.
+    from tallylight.speech.commands import default_commands, parse_commands
+
+    commands = parse_commands(cfg.commands, "config") if cfg.commands else default_commands()
+    driven = {cmd.options["pin"]: f"commands.{cmd.name}" if cfg.commands else f"the default command {cmd.name}"
+              for cmd in reversed(commands) if cmd.action == "gpio"}  # reversed: the first one names the pin
     problems = []
     seen: dict[int, str] = {}
     for key, pin in ours:
@@ -182,6 +188,11 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
     for key, pin in ours:
         if pin in taken:
             problems.append(f"{key} is GPIO{pin}, which is the {taken[pin]} line: move it to a free GPIO")
+    for pin, key in sorted(driven.items()):
+        if pin in seen:
+            problems.append(f"{key} drives GPIO{pin}, which {seen[pin]} also uses: give one of them a free GPIO")
+        elif pin in taken:
+            problems.append(f"{key} drives GPIO{pin}, which is the {taken[pin]} line: move it to a free GPIO")
     return problems
 
 
