@@ -433,6 +433,40 @@ def test_run_timeout_kills_the_whole_process_group(tmp_path):
         time.sleep(0.05)
 
 
+def test_run_chatty_program_is_read_to_its_end_but_only_its_start_and_end_kept(runner):
+    """`yes`-like output must not fill the daemon's memory (about 50 MB here, a fraction of a Pi's RAM
+    at the default 10 s timeout), nor block the program on a full pipe."""
+    import tracemalloc
+
+    prog = ("import sys; print('first line'); [sys.stdout.write('y' * 65535 + '\\n') for _ in range(800)]; "
+            "[sys.stderr.write('noise\\n') for _ in range(100000)]; print('disk full', file=sys.stderr); sys.exit(3)")
+    tracemalloc.start()
+    try:
+        failed = runner.perform(Match(run_cmd([sys.executable, "-c", prog], reply="{output}")))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not failed.ok and failed.detail.endswith("disk full")  # the end of stderr is kept
+    assert peak < 5_000_000, f"{peak / 1e6:.0f} MB of the program's output held in memory"
+    ok = runner.perform(Match(run_cmd([sys.executable, "-c", prog.replace("sys.exit(3)", "0")], reply="{output}")))
+    assert ok.ok and ok.reply == "first line"  # the start of stdout is kept
+
+
+def test_run_program_that_leaves_a_child_running_is_done_when_it_exits(runner):
+    """A command that starts a player in the background and exits 0 succeeded: the child holds the
+    output pipe open, but the wait is for the program, and the child is left running."""
+    start = time.monotonic()
+    result = runner.perform(Match(run_cmd(["/bin/sh", "-c", "sleep 30 & echo $!"], reply="{output}")))
+    took = time.monotonic() - start
+    assert result.ok, result.detail
+    child = int(result.reply)
+    try:
+        assert took < 5, f"waited {took:.1f} s for the background child's output"
+        assert _alive(child), "a program's background child was killed although the program succeeded"
+    finally:
+        os.kill(child, 9)
+
+
 def test_run_per_command_timeout_wins(runner):
     result = runner.perform(Match(run_cmd(["/bin/sleep", "30"], timeout_s=0.3)))
     assert not result.ok and "0.3 s" in result.detail

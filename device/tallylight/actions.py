@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -49,6 +50,13 @@ DEFAULT_REPLIES = {
 }
 # The most of a program's output used for a reply, and kept from its stderr for the log.
 MAX_OUTPUT_CHARS = 200
+# The most of each of a program's output streams held in memory (the start of stdout, for the reply;
+# the end of stderr, for the log): the rest is read and dropped, so a chatty program (`yes`) cannot
+# fill the daemon's memory, nor block on a full pipe.
+MAX_CAPTURE_BYTES = 16384
+# After a program exits, how long to wait for the end of its output: a child it left running in the
+# background (a music player) may hold the pipes open for hours, and the reply must not wait for it.
+OUTPUT_GRACE_S = 0.2
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
@@ -247,13 +255,17 @@ class ActionRunner:
         cfg: Any,
         *,
         pin_factory: Any = None,
+        make_pin_factory: Callable[[], Any] | None = None,
         mixer: Mixer | None = None,
         timers: Timers | None = None,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self._cfg = cfg
+        # The gpiozero pin factory; or, without one, `make_pin_factory()` makes it when the first
+        # GPIO command runs (`listen --act`: a machine without GPIO can still try the other commands).
         self._pin_factory = pin_factory
+        self._make_pin_factory = make_pin_factory
         self.mixer = mixer or Mixer(cfg.mixer_control, device=getattr(cfg, "mixer_device", ""))
         self.timers = timers or Timers()
         self._clock = clock
@@ -396,6 +408,8 @@ class ActionRunner:
         from gpiozero import DigitalOutputDevice
         from gpiozero.exc import BadPinFactory, GPIOZeroError
 
+        if self._pin_factory is None and self._make_pin_factory is not None:
+            self._pin_factory = self._make_pin_factory()  # HardwareError: one line that says what to do
         try:
             device = DigitalOutputDevice(
                 pin, active_high=active_high, initial_value=False, pin_factory=self._pin_factory
@@ -443,13 +457,17 @@ class ActionRunner:
             raise ActionError(f"command {command.name!r}: program not executable: {program!r} (chmod +x it)") from None
         except OSError as e:
             raise ActionError(f"command {command.name!r}: cannot start {program!r}: {e.strerror}") from None
+        out = _PipeReader(proc.stdout, keep="head")
+        err = _PipeReader(proc.stderr, keep="tail")
         try:
-            out, err = proc.communicate(timeout=timeout)
+            # The program's own exit ends the wait, not the end of its output (see OUTPUT_GRACE_S).
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             return ActionResult(
                 False, "Sorry, that took too long.", f"{program!r} still running after {timeout:g} s: killed"
             )
+        out, err = out.result(OUTPUT_GRACE_S), err.result(OUTPUT_GRACE_S)
         first = next((ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()), "")
         first = first[:MAX_OUTPUT_CHARS]
         if proc.returncode != 0:
@@ -484,16 +502,43 @@ def _timer_seconds(match: Any) -> float | None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the program and everything in its process group, then reap it."""
+    """Kill the program and everything in its process group, then reap it. Its pipes are read to
+    their end by the _PipeReader threads, which end when the last writer is gone."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    try:
-        proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
-        # A child that left the group (setsid) still holds the pipes: stop waiting for them.
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe:
-                pipe.close()
-        proc.wait(timeout=2)
+    proc.wait(timeout=2)
+
+
+class _PipeReader:
+    """Reads a child's output pipe to its end on a daemon thread, keeping at most MAX_CAPTURE_BYTES:
+    the first ones (`keep="head"`) or the last ones (`keep="tail"`)."""
+
+    def __init__(self, pipe, keep: str) -> None:
+        self._pipe = pipe
+        self._keep = keep
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, name="tallylight-run-output", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self._pipe.read1(65536):
+                with self._lock:
+                    if self._keep == "head":
+                        self._data += chunk[: max(0, MAX_CAPTURE_BYTES - len(self._data))]
+                    else:
+                        self._data += chunk
+                        del self._data[:-MAX_CAPTURE_BYTES]
+        except (OSError, ValueError):
+            pass  # the pipe was closed under us
+        finally:
+            self._pipe.close()
+
+    def result(self, wait_s: float) -> bytes:
+        """What was kept, after waiting up to `wait_s` for the end of the output."""
+        self._thread.join(wait_s)
+        with self._lock:
+            return bytes(self._data)
