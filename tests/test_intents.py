@@ -141,3 +141,19 @@ def test_listen_json_gives_typed_slots(repo, synth):
     assert [(e["name"], e["slots"]) for e in found] == [("timer", {"minutes": 25})]
     assert type(found[0]["slots"]["minutes"]) is int  # a JSON number, not "25"
     assert not any(e["event"] == "action" for e in events), "listen acts only with --act"
+
+
+def test_listen_act_drives_the_light_through_the_configured_pin_factory(repo, synth, tmp_path):
+    """--act uses gpio.pin_factory as the daemon does: with "mock" the light command works on a
+    machine without GPIO, and gpiozero never falls back to a factory of its own choosing."""
+    text = (repo / "config" / "tallylight.toml").read_text()
+    assert 'pin_factory = "auto"' in text
+    cfg = tmp_path / "tallylight.toml"
+    cfg.write_text(text.replace('pin_factory = "auto"', 'pin_factory = "mock"'))
+    clip = synth("okay nabu, turn on the light", speed=160, lead_s=0.8, tail_s=1.5)
+    r = subprocess.run([sys.executable, "-m", "tallylight", "listen", str(clip), "--json", "--act", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    actions = [e for e in map(json.loads, r.stdout.splitlines()) if e["event"] == "action"]
+    assert len(actions) == 1 and actions[0]["ok"], actions
+    assert "PinFactoryFallback" not in r.stderr and "no GPIO" not in r.stderr
