@@ -282,10 +282,13 @@ class Daemon:
         self.mute.poll()  # raises SwitchError while the control still cannot be read
 
     def _wait(self, seconds: float) -> None:
+        """The error backoff. Timers still ring on time and replies still come (audio out only)."""
         deadline = time.monotonic() + seconds
         while not self._stopping.is_set() and time.monotonic() < deadline:
             self.notifier.watchdog()
-            self._stopping.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+            if self.responder is not None:
+                self.responder.poll()
+            self._stopping.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _emit(self, events: Sequence[Event]) -> None:
         for ev in events:

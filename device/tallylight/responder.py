@@ -1,15 +1,19 @@
 """Acting on what was heard: commands, spoken replies, sounds and timer alarms.
 
-The audio thread hands events to `handle()` and calls `poll()` once per block; neither blocks. Actions
-run on one worker thread (a `run` program may take seconds), replies play on the speaker's own
-thread, and anything that touches the privacy state (the voice "stop listening") comes back to the
-audio thread through `poll()`, which calls `voice_mute`. While the speaker plays, wake detection is
-suppressed so it cannot wake itself with its own replies.
+The audio thread hands events to `handle()` and calls `poll()` once per block (and while the daemon
+waits out an error); neither blocks. Most actions run on one worker thread (a `run` program may take
+seconds) and their results are applied in `poll()`. "stop listening", "stop" and "cancel the timer"
+only set flags, and are applied at once on the audio thread: "stop listening" must never wait
+behind a slow program with the mic open. Replies play on the speaker's own thread. While the speaker
+plays, wake detection is suppressed so it cannot wake itself with its own replies; so a timer's
+alarm rings in short bursts with ALARM_GAP_S of quiet between them, in which "okay nabu, stop" is
+heard.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -18,12 +22,17 @@ from tallylight.events import Event, IntentMatched, NoMatch, WakeDetected
 
 _LOG = logging.getLogger(__name__)
 
-ALARM_REPEATS = 10  # ~25 s of alarm unless "stop" or "cancel the timer" is heard between rings
+ALARM_REPEATS = 10  # rings of ~2.3 s: about 45 s of alarm, unless "stop" or "cancel the timer" is heard
+# Quiet between two rings, with wake detection on: time to say "okay nabu" (about 1 s) and be heard.
+# No ring starts while a capture is open (the command after the wake word must not be drowned).
+ALARM_GAP_S = 2.0
+# Built-ins that only set flags: applied on the audio thread as soon as they are heard.
+IMMEDIATE_ACTIONS = frozenset({"mute", "stop", "timer_cancel"})
 
 
 class Responder:
     def __init__(self, cfg: Config, pipeline, *, voice_mute: Callable[[], None], pin_factory: Any = None,
-                 speaker: Any = None, runner: Any = None):
+                 speaker: Any = None, runner: Any = None, clock: Callable[[], float] = time.monotonic):
         from tallylight.actions import ActionRunner
         from tallylight.reply import Speaker
 
@@ -33,7 +42,11 @@ class Responder:
         self.speaker = speaker or Speaker(cfg.reply, on_start=self._suppress_wake, on_end=self._allow_wake)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tallylight-actions")
         self._pending: list[Future] = []
-        self._alarm_left = 0
+        self._clock = clock
+        self._alarm_left = 0  # rings still to come
+        self._ringing = False  # from a timer's end until its last ring has played, or it is stopped
+        self._ring_now = False
+        self._quiet_since: float | None = None  # when the speaker last went quiet during an alarm
         self._closed = False
 
     def _suppress_wake(self) -> None:
@@ -47,11 +60,23 @@ class Responder:
     def handle(self, event: Event) -> None:
         """Audio thread: react to one pipeline event without blocking."""
         if isinstance(event, WakeDetected):
-            self.speaker.sound("wake")
+            # "I'm listening" only when it is true: the gate may have refused the capture (a light
+            # that cannot be confirmed on, P5), and then nothing is being listened to.
+            if self._pipeline.gate.capturing:
+                self.speaker.sound("wake")
         elif isinstance(event, NoMatch):
             self.speaker.sound("no_match")
         elif isinstance(event, IntentMatched) and event.match is not None:
-            self._pending.append(self._pool.submit(self.runner.perform, event.match))
+            action = event.match.command.action
+            if action == "timer_cancel" and self._ringing:
+                # The timer that rang is the one meant; it has already ended, so there is nothing
+                # for the runner to cancel (other timers keep running): silence its alarm.
+                _LOG.info("alarm stopped by %r", event.match.command.name)
+                self._stop_alarm()
+            elif action in IMMEDIATE_ACTIONS:
+                self._apply(self.runner.perform(event.match))
+            else:
+                self._pending.append(self._pool.submit(self.runner.perform, event.match))
 
     def poll(self) -> None:
         """Audio thread: apply finished actions, ring due timers."""
@@ -62,14 +87,37 @@ class Responder:
                 self._apply(f.result())
         if self.runner.timers.tick():
             self._alarm_left = ALARM_REPEATS
-        if self._alarm_left and not self.speaker.speaking:
-            self._alarm_left -= 1
-            self.speaker.sound("alarm")
+            self._ringing = True
+            self._ring_now = True  # the first ring at once
+        if not self._ringing:
+            return
+        if self.speaker.speaking:  # a ring, or a reply: the quiet starts when it is over
+            self._quiet_since = None
+            return
+        now = self._clock()
+        if not self._alarm_left:
+            self._ringing = False  # the last ring has played
+        elif self._ring_now:
+            self._ring()
+        elif self._quiet_since is None:
+            self._quiet_since = now
+        elif now - self._quiet_since >= ALARM_GAP_S and not self._pipeline.gate.capturing:
+            self._ring()
+
+    def _ring(self) -> None:
+        self._alarm_left -= 1
+        self._ring_now = False
+        self._quiet_since = None
+        self.speaker.sound("alarm")
+
+    def _stop_alarm(self) -> None:
+        self._alarm_left = 0
+        self._ringing = False
+        self.speaker.stop()
 
     def _apply(self, result) -> None:
         if result.stop:
-            self._alarm_left = 0
-            self.speaker.stop()
+            self._stop_alarm()
         if result.mute:
             self._voice_mute()
         if result.reply:

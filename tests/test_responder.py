@@ -1,0 +1,221 @@
+"""The Responder: what the speaker does with the pipeline's events, with the real parts around it.
+
+The real privacy gate (an LED on gpiozero's mock pins, a ledger on disk), the real pipeline (the
+default wake model), the real ActionRunner and the real Speaker: aplay writes into ALSA's `file`
+plugin (tests/test_reply.py's `out` devices), so "a sound was played" is bytes in a file. Timers
+and the alarm's gaps run on clocks the tests move by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import wave
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from tallylight import responder as R
+from tallylight.actions import ActionRunner
+from tallylight.config import Config, IndicatorConfig, ReplyConfig
+from tallylight.daemon import build_pipeline
+from tallylight.events import IntentMatched, WakeDetected
+from tallylight.gate import PrivacyGate
+from tallylight.hardware.indicator import make_indicator
+from tallylight.ledger import Ledger
+from tallylight.pcm import BYTES_PER_SECOND
+from tallylight.speech.commands import default_commands, parse_commands
+from tallylight.speech.grammar import Grammar
+from tallylight.timers import Timers
+from test_indicator import FailingPin
+from test_reply import out  # noqa: F401  (ALSA file-plugin output devices)
+
+BLOCK = BYTES_PER_SECOND * 20 // 1000  # 20 ms
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def rig(out, tmp_path, monkeypatch):  # noqa: F811
+    """A listening gate and pipeline, a Responder over them, and hand-moved clocks."""
+    monkeypatch.setenv("ALSA_CONFIG_PATH", out.env["ALSA_CONFIG_PATH"])
+    cfg = dataclasses.replace(Config(), reply=dataclasses.replace(ReplyConfig(), output_device="testout"))
+    factory = MockFactory(pin_class=FailingPin)
+    FailingPin.fail = False
+    gate = PrivacyGate(make_indicator(IndicatorConfig(kind="led", pin=27), factory), Ledger(tmp_path / "ledger.jsonl"))
+    gate.switch_changed(False)
+    pipeline = build_pipeline(cfg, gate)
+    timer_clock, alarm_clock = Clock(), Clock()
+    runner = ActionRunner(cfg.actions, pin_factory=factory, timers=Timers(clock=timer_clock))
+    mutes: list[float] = []
+    resp = R.Responder(cfg, pipeline, voice_mute=lambda: mutes.append(time.monotonic()), runner=runner, clock=alarm_clock)
+    rig = dataclasses.make_dataclass("Rig", ["cfg", "gate", "pipeline", "responder", "timers", "timer_clock",
+                                             "alarm_clock", "mutes", "out"])(
+        cfg, gate, pipeline, resp, runner.timers, timer_clock, alarm_clock, mutes, out)
+    yield rig
+    FailingPin.fail = False
+    resp.close()
+    pipeline.close() if hasattr(pipeline, "close") else None
+    factory.close()
+
+
+def matched(text: str, commands=None) -> IntentMatched:
+    m = Grammar(commands or default_commands()).match(text)
+    assert m is not None, text
+    return IntentMatched(0.0, m.command.name, dict(m.slots), match=m)
+
+
+def feed(rig, path) -> list:
+    with wave.open(str(path)) as w:
+        pcm = w.readframes(w.getnframes())
+    events = []
+    for i in range(0, len(pcm) - BLOCK + 1, BLOCK):
+        if not rig.gate.mic_open_allowed:
+            break
+        for ev in rig.pipeline.process(pcm[i : i + BLOCK]):
+            events.append(ev)
+            rig.responder.handle(ev)
+    return events
+
+
+def played(rig) -> int:
+    """Bytes aplay wrote to the output device so far (each play overwrites the file)."""
+    return rig.out.raw.stat().st_size if rig.out.raw.exists() else 0
+
+
+# -- the wake chime ---------------------------------------------------------------------------------
+
+
+def test_wake_chime_plays_when_the_capture_opens(rig, synth):
+    events = feed(rig, synth("okay nabu", lead_s=0.8, tail_s=0.3))
+    assert any(isinstance(e, WakeDetected) for e in events) and rig.gate.capturing
+    assert rig.responder.speaker.wait(20)
+    assert played(rig) > 0
+
+
+def test_no_wake_chime_when_the_light_cannot_be_confirmed_and_nothing_is_captured(rig, synth):
+    """"I'm listening" would be a lie: the gate refused the capture (P5) and went to ERROR."""
+    FailingPin.fail = True
+    events = feed(rig, synth("okay nabu", lead_s=0.8, tail_s=0.3))
+    assert any(isinstance(e, WakeDetected) for e in events), "the test means nothing without a wake"
+    assert rig.gate.state.value == "error" and not rig.gate.capturing
+    assert not rig.responder.speaker.speaking and played(rig) == 0
+
+
+# -- "stop listening" never waits ---------------------------------------------------------------------
+
+
+def test_voice_mute_is_applied_at_once_even_while_a_slow_program_runs(rig):
+    slow = parse_commands({"slow": {"phrases": ["do the slow thing"], "action": "run", "argv": ["/bin/sleep", "5"]}}, "t")
+    rig.responder.handle(matched("do the slow thing", slow))
+    t0 = time.monotonic()
+    rig.responder.handle(matched("stop listening"))
+    assert rig.mutes and rig.mutes[0] - t0 < 0.5, "the mic stayed open behind a running program"
+
+
+# -- timer alarms -----------------------------------------------------------------------------------
+
+
+def ring_timer(rig, seconds: float = 60) -> None:
+    rig.timers.start(seconds)
+    rig.timer_clock.t += seconds
+    rig.responder.poll()
+
+
+def wait_quiet(rig) -> None:
+    assert rig.responder.speaker.wait(20)
+    assert not rig.pipeline.wake_suppressed
+
+
+def test_alarm_rings_in_bursts_with_quiet_gaps_where_the_wake_word_is_heard(rig):
+    r = rig.responder
+    ring_timer(rig)
+    assert r.speaker.speaking, "the first ring comes at once"
+    wait_quiet(rig)
+    rings = 1
+    for _ in range(3):
+        r.poll()  # the quiet starts
+        rig.alarm_clock.t += R.ALARM_GAP_S - 0.1
+        r.poll()
+        assert not r.speaker.speaking, "the next ring came before the gap was over"
+        rig.alarm_clock.t += 0.1
+        r.poll()
+        assert r.speaker.speaking
+        rings += 1
+        wait_quiet(rig)
+    # No ring starts while a capture is open: the command after the wake word is not drowned.
+    assert rig.gate.begin_capture()
+    r.poll()
+    rig.alarm_clock.t += 10 * R.ALARM_GAP_S
+    r.poll()
+    assert not r.speaker.speaking
+    rig.gate.end_capture(duration_s=1.0, handed_to="test", end="end")
+    r.poll()
+    assert r.speaker.speaking
+    wait_quiet(rig)
+    rings += 1
+    # And it ends by itself after ALARM_REPEATS rings.
+    for _ in range(R.ALARM_REPEATS + 2):
+        r.poll()
+        rig.alarm_clock.t += R.ALARM_GAP_S
+        r.poll()
+        rings += r.speaker.speaking
+        wait_quiet(rig)
+    assert rings == R.ALARM_REPEATS
+
+
+@pytest.mark.parametrize("said", ["cancel the timer", "stop the timer", "stop"])
+def test_alarm_is_silenced_by_voice_and_other_timers_keep_running(rig, said):
+    r = rig.responder
+    rig.timers.start(600, "pasta")
+    ring_timer(rig, 60)
+    wait_quiet(rig)
+    size = played(rig)
+    r.handle(matched(said))
+    r.poll()
+    wait_quiet(rig)  # no "There is no timer." either
+    assert played(rig) == size
+    for _ in range(3):
+        rig.alarm_clock.t += 10 * R.ALARM_GAP_S
+        r.poll()
+        assert not r.speaker.speaking, "the alarm rang on after it was stopped"
+    assert [t.label for t in rig.timers.active()] == ["pasta"], "only the alarm that rang was meant"
+
+
+def test_timers_ring_on_time_while_the_daemon_waits_out_an_error(out, tmp_path, monkeypatch):  # noqa: F811
+    """A microphone that cannot be opened puts the daemon in ERROR, retrying with a growing backoff
+    (up to daemon.retry_max_s). A kitchen timer must still ring on time meanwhile: audio out only."""
+    import threading
+
+    from tallylight.config import from_dict
+    from tallylight.daemon import Daemon
+    from tallylight.notify import Notifier
+
+    monkeypatch.setenv("ALSA_CONFIG_PATH", out.env["ALSA_CONFIG_PATH"])
+    cfg = from_dict({"audio": {"device": "no-such-microphone"}, "gpio": {"pin_factory": "mock"},
+                     "mute": {"at_start": "listening"}, "indicator": {"kind": "led"},
+                     "daemon": {"state_dir": str(tmp_path)}, "reply": {"output_device": "testout"}})
+    daemon = Daemon(cfg, notifier=Notifier(env={}), respond=True)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.gate is None or daemon.gate.state.value != "error":
+            assert time.monotonic() < deadline, "the daemon did not fail closed on the missing microphone"
+            time.sleep(0.05)
+        time.sleep(3.6)  # backoffs of 0.5, 1 and 2 s have passed: the next wait is 4 s
+        daemon.responder.runner.timers.start(0.2)
+        t0 = time.monotonic()
+        while not daemon.responder.speaker.speaking:
+            assert time.monotonic() - t0 < 1.5, "the timer did not ring while the daemon waited out the error"
+            time.sleep(0.01)
+    finally:
+        daemon.request_stop()
+        thread.join(20)
+    assert not thread.is_alive()
