@@ -8,7 +8,8 @@ import pytest
 from tallylight.speech.commands import default_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.recognizer import Hypothesis
-from tallylight.speech.understand import Understander
+from tallylight.events import IntentMatched, Transcript
+from tallylight.speech.understand import PairedUnderstander, Understander, weigh
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,47 @@ def test_without_wake_words_one_leading_unknown_word_goes():
     bare = Understander(None, Grammar(default_commands()), min_confidence=0.5, wake_words=())
     assert outcome(bare, "[unk] volume up") == ("volume_up", {})
     assert outcome(bare, "[unk] [unk] volume up") is None
+
+
+# -- weighing two recognizers (recognizer.engine = "both") -------------------------------------------
+
+def _result(text: str, confidence: float, intent: str | None, **slots):
+    return Transcript(0.0, text, confidence), (IntentMatched(0.0, intent, slots) if intent else None)
+
+
+@pytest.mark.parametrize("vosk,sphinx,chosen", [
+    # the same command: it
+    (("lights on", 0.6, "light_on"), ("lights on", 1.0, "light_on"), "vosk"),
+    # different commands: vosk's when it is confident, else pocketsphinx's
+    (("set a timer for thirteen minutes", 1.0, "timer"), ("set a timer for thirty minutes", 1.0, "timer"), "vosk"),
+    (("lights off", 0.75, "light_off"), ("lights on", 1.0, "light_on"), "sphinx"),
+    (("lights off", 0.8, "light_off"), ("lights on", 1.0, "light_on"), "vosk"),
+    # a command from one only: with enough confidence
+    (("volume up", 0.85, "volume_up"), ("turn the light", 0.0, None), "vosk"),
+    (("volume up", 0.7, "volume_up"), ("turn the light", 0.0, None), None),
+    (("turn off lights", 1.0, None), ("turn off the lights", 0.95, "light_off"), "sphinx"),
+    (("turn off lights", 1.0, None), ("turn off the lights", 0.85, "light_off"), None),
+    # neither
+    (("play music", 0.9, None), ("lights", 0.0, None), None),
+])
+def test_weigh_two_recognizers(vosk, sphinx, chosen):
+    v, s = _result(*vosk), _result(*sphinx)
+    got = weigh(v, s, PairedUnderstander.PREFER_VOSK_FROM, PairedUnderstander.ALONE_MIN)
+    if chosen is None:
+        assert got == (v[0], None), "no command: vosk's transcript and no intent"
+    else:
+        assert got == {"vosk": v, "sphinx": s}[chosen]
+
+
+def test_both_recognizers_without_a_vosk_model_is_one_line_naming_the_fix(repo, tmp_path):
+    import dataclasses
+
+    from tallylight.config import load
+    from tallylight.errors import EngineError
+    from tallylight.speech.understand import make_understander
+
+    cfg = load(repo / "config" / "tallylight.toml")
+    cfg = dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine="both", vosk_model=str(tmp_path / "none")))
+    with pytest.raises(EngineError) as e:
+        make_understander(cfg)
+    assert "tallylight models download small-en-us" in str(e.value) and "\n" not in str(e.value)

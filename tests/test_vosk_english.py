@@ -102,3 +102,44 @@ def test_check_says_when_the_model_lacks_a_wake_word(repo, english_model, tmp_pa
     assert lines["okay_nabu"].split()[0] == "ok" and "wake word" not in lines["okay_nabu"]
     assert lines["hey_mycroft"].split()[0] == "ok"
     assert "does not know the wake word mycroft" in lines["hey_mycroft"]
+
+
+# -- recognizer.engine = "both" ---------------------------------------------------------------------
+
+# Clips that one recognizer gets wrong and the other right (measured with scripts/measure-intents
+# --dump on these very clips): pocketsphinx hears numbers wrong, vosk "lights on" as "lights off".
+DISAGREEMENTS = [
+    ("set a timer for thirteen minutes", "en-us", 140, ("timer", {"minutes": 13})),
+    ("start a ten minute timer", "en-us+m3", 140, ("timer", {"minutes": 10})),
+    ("lights on", "en-us+m3", 140, ("light_on", {})),
+]
+
+
+@pytest.fixture(scope="module")
+def three_pipelines(repo, english_model):
+    cfg = load(repo / "config" / "tallylight.toml")
+    out = {}
+    for engine in ("vosk", "pocketsphinx", "both"):
+        c = dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=engine,
+                                                                    vosk_model=str(english_model)))
+        out[engine] = (c, make_understander(c))
+    assert out["both"][1].name == "vosk+pocketsphinx"
+    yield out
+    for _, consumer in out.values():
+        consumer.close()
+        consumer.close()  # safe twice
+
+
+@pytest.mark.parametrize("said,voice,speed,expected", DISAGREEMENTS)
+def test_both_recognizers_together_get_what_one_of_them_gets_wrong(three_pipelines, synth, said, voice, speed, expected):
+    clip = synth(f"okay nabu, {said}", voice=voice, speed=speed, noise=0.0, lead_s=0.8, tail_s=1.5)
+    got = {engine: heard(pipeline, clip)[1] for engine, pipeline in three_pipelines.items()}
+    assert [expected] in (got["vosk"], got["pocketsphinx"]) and got["vosk"] != got["pocketsphinx"], \
+        f"the clip no longer splits the recognizers, so it tests nothing: {got}"
+    assert got["both"] == [expected]
+
+
+@pytest.mark.parametrize("said", NOT_COMMANDS)
+def test_both_recognizers_together_still_reject_what_is_no_command(three_pipelines, synth, said):
+    clip = synth(f"okay nabu, {said}", voice="en-us", speed=160, lead_s=0.8, tail_s=1.5)
+    assert heard(three_pipelines["both"], clip)[1] == []

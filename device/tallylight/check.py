@@ -111,7 +111,8 @@ def _check_recognizer(cfg: Config) -> str:
     commands = commands_of(cfg)
     u = make_understander(cfg)
     try:
-        unknown = u.recognizer.missing_words()
+        # recognizer.engine = "both": a word either model lacks.
+        unknown = set().union(*(part.recognizer.missing_words() for part in getattr(u, "parts", (u,))))
     finally:
         u.close()
     missing = unknown & u.grammar.vocabulary()

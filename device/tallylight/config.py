@@ -125,7 +125,7 @@ class DebugConfig:
 
 @dataclass(frozen=True)
 class RecognizerConfig:
-    engine: str = _key("auto", _choice("auto", "vosk", "pocketsphinx"))
+    engine: str = _key("auto", _choice("auto", "vosk", "pocketsphinx", "both"))
     vosk_model: str = _key("")
     min_confidence: float = _key(0.5, _range(0.0, 1.0), (float, int))
 
