@@ -924,6 +924,8 @@ def measure_processes(ctx: "Ctx") -> dict[str, list[StartRun]] | str:
         en, _ = english_vosk_model(ctx)
         if en is not None and not ctx.quick:
             wanted.append((f"tallylight run, vosk + {VOSK_EN_LABEL}", "terminal", "mock", "vosk", str(en), "run"))
+            wanted.append((f"tallylight run, engine both (vosk with the {VOSK_EN_LABEL}, and pocketsphinx)",
+                           "terminal", "mock", "both", str(en), "run"))
         for name, indicator, pin_factory, engine, vosk_model, how in wanted:
             cfg_path = work / f"c{len(configs)}.toml"
             text = RUN_CONFIG.format(mute_pin=MUTE_PIN, led_pin=LED_PIN, indicator=indicator, state=work / f"state{len(configs)}",
@@ -976,7 +978,7 @@ def table_rss(ctx: "Ctx") -> Table:
     ok_all = True
     for name, rs in runs.items():
         good = [r for r in rs if r.rss_mb is not None]
-        goal = None if name == NO_A52 else 60 if "only" in name else 120 if "pocketsphinx" in name else None
+        goal = None if name == NO_A52 else 60 if "only" in name else 120 if name == "tallylight run, pocketsphinx" else None
         if not good:
             t.rows.append([name, 0, "-", "-", "-", goal or "-", "ERROR"])
             t.notes.append(f"{name}: {rs[0].error if rs else 'not run'}")
@@ -1377,8 +1379,9 @@ def table_action(ctx: "Ctx") -> Table:
     if ctx.quick:
         en, why = None, "skipped with --quick"
     if en is not None:
-        runs.append((f"vosk ({VOSK_EN_LABEL})", dataclasses.replace(
-            cfg, recognizer=dataclasses.replace(cfg.recognizer, engine="vosk", vosk_model=str(en)))))
+        for engine, label in (("vosk", "vosk"), ("both", "both (vosk + pocketsphinx)")):
+            runs.append((f"{label} ({VOSK_EN_LABEL})", dataclasses.replace(
+                cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=engine, vosk_model=str(en)))))
     t = Table(6, "End of speech to action: the real daemon, fed in real time (issue 3)",
               "p50 <= 300 ms (total)", ["recognizer", "part", "p50 ms", "p95 ms", "max ms"])
     ok = True

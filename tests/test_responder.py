@@ -119,6 +119,19 @@ def test_voice_mute_is_applied_at_once_even_while_a_slow_program_runs(rig):
     assert rig.mutes and rig.mutes[0] - t0 < 0.5, "the mic stayed open behind a running program"
 
 
+def test_cancel_the_timer_does_not_overtake_setting_it(rig):
+    """Slow program, "set a timer", "cancel the timer": carried out in that order."""
+    slow = parse_commands({"slow": {"phrases": ["do the slow thing"], "action": "run", "argv": ["/bin/sleep", "1"]}}, "t")
+    for event in (matched("do the slow thing", slow), matched("set a timer for five minutes"), matched("cancel the timer")):
+        rig.responder.handle(event)
+    deadline = time.monotonic() + 20
+    while rig.responder._pending:
+        assert time.monotonic() < deadline
+        rig.responder.poll()
+        time.sleep(0.02)
+    assert rig.timers.active() == []
+
+
 # -- timer alarms -----------------------------------------------------------------------------------
 
 
@@ -135,8 +148,14 @@ def wait_quiet(rig) -> None:
 
 def test_alarm_rings_in_bursts_with_quiet_gaps_where_the_wake_word_is_heard(rig):
     r = rig.responder
+    # A timer that ends while a command is being spoken waits for the capture to end.
+    assert rig.gate.begin_capture()
     ring_timer(rig)
-    assert r.speaker.speaking, "the first ring comes at once"
+    r.poll()
+    assert not r.speaker.speaking, "the alarm rang over a command being spoken"
+    rig.gate.end_capture(duration_s=1.0, handed_to="test", end="end")
+    r.poll()
+    assert r.speaker.speaking, "the first ring comes as soon as nothing is being captured"
     wait_quiet(rig)
     rings = 1
     for _ in range(3):
@@ -156,6 +175,8 @@ def test_alarm_rings_in_bursts_with_quiet_gaps_where_the_wake_word_is_heard(rig)
     r.poll()
     assert not r.speaker.speaking
     rig.gate.end_capture(duration_s=1.0, handed_to="test", end="end")
+    r.poll()  # the quiet starts when the capture ends
+    rig.alarm_clock.t += R.ALARM_GAP_S
     r.poll()
     assert r.speaker.speaking
     wait_quiet(rig)
@@ -201,15 +222,19 @@ def test_timers_ring_on_time_while_the_daemon_waits_out_an_error(out, tmp_path, 
     cfg = from_dict({"audio": {"device": "no-such-microphone"}, "gpio": {"pin_factory": "mock"},
                      "mute": {"at_start": "listening"}, "indicator": {"kind": "led"},
                      "daemon": {"state_dir": str(tmp_path)}, "reply": {"output_device": "testout"}})
-    daemon = Daemon(cfg, notifier=Notifier(env={}), respond=True)
+    failures = threading.Semaphore(0)
+
+    def on_event(ev):
+        if ev.kind == "state" and ev.state == "error":
+            failures.release()
+
+    daemon = Daemon(cfg, notifier=Notifier(env={}), respond=True, on_event=on_event)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while daemon.gate is None or daemon.gate.state.value != "error":
-            assert time.monotonic() < deadline, "the daemon did not fail closed on the missing microphone"
-            time.sleep(0.05)
-        time.sleep(3.6)  # backoffs of 0.5, 1 and 2 s have passed: the next wait is 4 s
+        # The 4th failure is followed by a 4 s wait (0.5, 1, 2, 4 s): the timer falls due inside it.
+        for n in range(4):
+            assert failures.acquire(timeout=20), f"failure {n + 1} to open the missing microphone did not come"
         daemon.responder.runner.timers.start(0.2)
         t0 = time.monotonic()
         while not daemon.responder.speaker.speaking:

@@ -143,3 +143,20 @@ def test_both_recognizers_together_get_what_one_of_them_gets_wrong(three_pipelin
 def test_both_recognizers_together_still_reject_what_is_no_command(three_pipelines, synth, said):
     clip = synth(f"okay nabu, {said}", voice="en-us", speed=160, lead_s=0.8, tail_s=1.5)
     assert heard(three_pipelines["both"], clip)[1] == []
+
+
+def test_auto_uses_both_recognizers_when_a_vosk_model_is_installed(repo, english_model, tmp_path):
+    cfg = load(repo / "config" / "tallylight.toml")
+    assert cfg.recognizer.engine == "auto"
+    with_model = dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, vosk_model=str(english_model)))
+    consumer = make_understander(with_model)
+    try:
+        assert consumer.name == "vosk+pocketsphinx"
+    finally:
+        consumer.close()
+    without = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, state_dir=str(tmp_path)))  # no model there
+    consumer = make_understander(without)
+    try:
+        assert consumer.name == "pocketsphinx"
+    finally:
+        consumer.close()

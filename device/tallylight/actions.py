@@ -467,7 +467,8 @@ class ActionRunner:
             return ActionResult(
                 False, "Sorry, that took too long.", f"{program!r} still running after {timeout:g} s: killed"
             )
-        out, err = out.result(OUTPUT_GRACE_S), err.result(OUTPUT_GRACE_S)
+        grace_ends = time.monotonic() + OUTPUT_GRACE_S
+        out, err = out.result(grace_ends), err.result(grace_ends)
         first = next((ln.strip() for ln in out.decode("utf-8", "replace").splitlines() if ln.strip()), "")
         first = first[:MAX_OUTPUT_CHARS]
         if proc.returncode != 0:
@@ -537,8 +538,8 @@ class _PipeReader:
         finally:
             self._pipe.close()
 
-    def result(self, wait_s: float) -> bytes:
-        """What was kept, after waiting up to `wait_s` for the end of the output."""
-        self._thread.join(wait_s)
+    def result(self, until: float) -> bytes:
+        """What was kept, after waiting until time.monotonic() `until` at most for the end of the output."""
+        self._thread.join(max(0.0, until - time.monotonic()))
         with self._lock:
             return bytes(self._data)

@@ -2,9 +2,9 @@
 
 The audio thread hands events to `handle()` and calls `poll()` once per block (and while the daemon
 waits out an error); neither blocks. Most actions run on one worker thread (a `run` program may take
-seconds) and their results are applied in `poll()`. "stop listening", "stop" and "cancel the timer"
-only set flags, and are applied at once on the audio thread: "stop listening" must never wait
-behind a slow program with the mic open. Replies play on the speaker's own thread. While the speaker
+seconds) and their results are applied in `poll()`. "stop listening" and "stop" only set flags,
+and are applied at once on the audio thread: "stop listening" must never wait behind a slow program
+with the mic open. Replies play on the speaker's own thread. While the speaker
 plays, wake detection is suppressed so it cannot wake itself with its own replies; so a timer's
 alarm rings in short bursts with ALARM_GAP_S of quiet between them, in which "okay nabu, stop" is
 heard.
@@ -26,8 +26,10 @@ ALARM_REPEATS = 10  # rings of ~2.3 s: about 45 s of alarm, unless "stop" or "ca
 # Quiet between two rings, with wake detection on: time to say "okay nabu" (about 1 s) and be heard.
 # No ring starts while a capture is open (the command after the wake word must not be drowned).
 ALARM_GAP_S = 2.0
-# Built-ins that only set flags: applied on the audio thread as soon as they are heard.
-IMMEDIATE_ACTIONS = frozenset({"mute", "stop", "timer_cancel"})
+# Built-ins that only set flags: applied on the audio thread as soon as they are heard. (Not
+# timer_cancel: it must not overtake a "set a timer" still queued behind a slow program; while an
+# alarm rings it is handled at once, in handle.)
+IMMEDIATE_ACTIONS = frozenset({"mute", "stop"})
 
 
 class Responder:
@@ -94,6 +96,8 @@ class Responder:
         if self.speaker.speaking:  # a ring, or a reply: the quiet starts when it is over
             self._quiet_since = None
             return
+        if self._pipeline.gate.capturing:
+            return  # no ring over a command being spoken, not even the first
         now = self._clock()
         if not self._alarm_left:
             self._ringing = False  # the last ring has played
@@ -101,7 +105,7 @@ class Responder:
             self._ring()
         elif self._quiet_since is None:
             self._quiet_since = now
-        elif now - self._quiet_since >= ALARM_GAP_S and not self._pipeline.gate.capturing:
+        elif now - self._quiet_since >= ALARM_GAP_S:
             self._ring()
 
     def _ring(self) -> None:

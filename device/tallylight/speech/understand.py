@@ -143,8 +143,8 @@ class PairedUnderstander:
     (recognizer.engine = "both").
 
     Their mistakes seldom coincide: on the tuned voices of scripts/measure-intents (with the English
-    vosk test model) each got 21 of 372 commands wrong or missed, and only 2 clips were missed by
-    both. pocketsphinx confuses numbers ("thirteen" as "thirty"), vosk "lights on" with "lights off",
+    vosk test model) each got about 20 of 372 commands wrong or missed, and only 2 clips were missed
+    by both. pocketsphinx confuses numbers ("thirteen" as "thirty"), vosk "lights on" with "lights off",
     and vosk drops words ("turn off lights"). The rule, chosen on the tuned voices and the tuned
     rejection sets (scripts/measure-intents --dump, one run per recognizer):
 
@@ -174,7 +174,15 @@ class PairedUnderstander:
         return events, sure
 
     def finish(self, t: float) -> list[Event]:
-        vosk, sphinx = (self._result(part.finish(t)) for part in self.parts)
+        vosk_part, sphinx_part = self.parts
+        vosk = self._result(vosk_part.finish(t))
+        if vosk_decides(vosk, self.PREFER_VOSK_FROM, self.ALONE_MIN):
+            # pocketsphinx cannot change the answer: skip its end-of-utterance search (about 35 ms,
+            # scripts/bench table 6) and drop what it holds of the capture.
+            sphinx_part.reset()
+            _LOG.info("vosk heard %r (%.2f): %s", vosk[0].text, vosk[0].confidence, vosk[1].name)
+            return [vosk[0], vosk[1]]
+        sphinx = self._result(sphinx_part.finish(t))
         chosen = weigh(vosk, sphinx, self.PREFER_VOSK_FROM, self.ALONE_MIN)
         _LOG.info("vosk heard %r (%.2f), pocketsphinx %r (%.2f): %s", vosk[0].text, vosk[0].confidence,
                   sphinx[0].text, sphinx[0].confidence, chosen[1].name if chosen[1] else "no command")
@@ -201,9 +209,17 @@ class PairedUnderstander:
 Result = tuple[Transcript, "IntentMatched | None"]
 
 
+def vosk_decides(vosk: Result, prefer_vosk_from: float, alone_min: dict[str, float]) -> bool:
+    """A command vosk is this sure of is the answer whatever pocketsphinx heard (see weigh)."""
+    text, intent = vosk
+    return intent is not None and text.confidence >= max(prefer_vosk_from, alone_min["vosk"])
+
+
 def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict[str, float]) -> Result:
     """Which of two (transcript, intent or None) results to act on (see PairedUnderstander); when
     neither gives a command, vosk's transcript with no intent."""
+    if vosk_decides(vosk, prefer_vosk_from, alone_min):
+        return vosk
     (v_text, v_intent), (s_text, s_intent) = vosk, sphinx
     if v_intent is not None and s_intent is not None:
         if (v_intent.name, dict(v_intent.slots)) == (s_intent.name, dict(s_intent.slots)):
@@ -217,14 +233,19 @@ def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict
 
 
 def make_understander(cfg: Config) -> Understander | PairedUnderstander:
-    if cfg.recognizer.engine == "both":
-        model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
+    engine = cfg.recognizer.engine
+    model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
+    if engine == "auto" and model is not None and model.is_dir():
+        # With a vosk model installed, both recognizers: the fewest mistakes (see PairedUnderstander).
+        _LOG.info("recognizer: vosk (%s) and pocketsphinx", model)
+        engine = "both"
+    if engine == "both":
         if model is None or not model.is_dir():
             raise EngineError("recognizer.engine = 'both' runs vosk beside pocketsphinx and needs a vosk model"
                               f"{f' (there is none at {model})' if model else ''}: run `tallylight models download "
                               "small-en-us`, or set recognizer.engine = 'pocketsphinx'")
-        parts = [make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=engine)))
-                 for engine in ("vosk", "pocketsphinx")]
+        parts = [make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=one)))
+                 for one in ("vosk", "pocketsphinx")]
         return PairedUnderstander(*parts)
     grammar = Grammar(commands_of(cfg))
     wake_words = wake_words_of(cfg)
