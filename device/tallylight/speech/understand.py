@@ -244,9 +244,15 @@ def make_understander(cfg: Config) -> Understander | PairedUnderstander:
             raise EngineError("recognizer.engine = 'both' runs vosk beside pocketsphinx and needs a vosk model"
                               f"{f' (there is none at {model})' if model else ''}: run `tallylight models download "
                               "small-en-us`, or set recognizer.engine = 'pocketsphinx'")
-        parts = [make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=one)))
-                 for one in ("vosk", "pocketsphinx")]
-        return PairedUnderstander(*parts)
+        def one(name: str) -> Understander:
+            return make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=name)))
+
+        vosk = one("vosk")
+        try:
+            return PairedUnderstander(vosk, one("pocketsphinx"))
+        except BaseException:
+            vosk.close()  # its model is hundreds of MB
+            raise
     grammar = Grammar(commands_of(cfg))
     wake_words = wake_words_of(cfg)
     # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
