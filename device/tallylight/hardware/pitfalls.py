@@ -166,9 +166,9 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
         ours.append(("indicator.power_pin", ind.power_pin))
     ours = [(k, p) for k, p in ours if p != -1]
     # The pins the voice commands drive (a relay, a lamp): the default light commands use GPIO22.
-    from tallylight.speech.commands import default_commands, parse_commands
+    from tallylight.speech.understand import commands_of
 
-    commands = parse_commands(cfg.commands, "config") if cfg.commands else default_commands()
+    commands = commands_of(cfg)
     driven = {cmd.options["pin"]: f"commands.{cmd.name}" if cfg.commands else f"the default command {cmd.name}"
               for cmd in reversed(commands) if cmd.action == "gpio"}  # reversed: the first one names the pin
     problems = []
