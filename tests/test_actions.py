@@ -433,6 +433,37 @@ def test_run_timeout_kills_the_whole_process_group(tmp_path):
         time.sleep(0.05)
 
 
+def test_run_timeout_of_a_program_we_may_not_kill_is_one_line(runner, monkeypatch, caplog):
+    """A program run through sudo belongs to root: killpg fails with EPERM. The command fails in one
+    line that says why, with no traceback in the log, and the speaker goes on."""
+    import signal as signal_module
+
+    real_killpg = os.killpg
+    refused = []
+
+    def killpg_as_another_user(pgid, sig):  # what the kernel answers for a process we do not own
+        refused.append(pgid)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "killpg", killpg_as_another_user)
+    proc_pid = []
+    try:
+        with caplog.at_level("INFO"):
+            result = runner.perform(Match(run_cmd(["/bin/sh", "-c", "echo $$; exec sleep 30"], timeout_s=0.3)))
+        assert not result.ok and result.reply == "Sorry, that took too long."
+        assert "cannot kill it" in result.detail and "\n" not in result.detail
+        assert refused, "the program was never signalled"
+        proc_pid = refused
+        assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+    finally:
+        monkeypatch.setattr(os, "killpg", real_killpg)
+        for pgid in proc_pid:
+            try:
+                os.killpg(pgid, signal_module.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_run_chatty_program_is_read_to_its_end_but_only_its_start_and_end_kept(runner):
     """`yes`-like output must not fill the daemon's memory (about 50 MB here, a fraction of a Pi's RAM
     at the default 10 s timeout), nor block the program on a full pipe."""

@@ -463,9 +463,8 @@ class ActionRunner:
             # The program's own exit ends the wait, not the end of its output (see OUTPUT_GRACE_S).
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
             return ActionResult(
-                False, "Sorry, that took too long.", f"{program!r} still running after {timeout:g} s: killed"
+                False, "Sorry, that took too long.", f"{program!r} still running after {timeout:g} s: {_kill_group(proc)}"
             )
         grace_ends = time.monotonic() + OUTPUT_GRACE_S
         out, err = out.result(grace_ends), err.result(grace_ends)
@@ -502,14 +501,22 @@ def _timer_seconds(match: Any) -> float | None:
     return None
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the program and everything in its process group, then reap it. Its pipes are read to
-    their end by the _PipeReader threads, which end when the last writer is gone."""
+def _kill_group(proc: subprocess.Popen) -> str:
+    """Kill the program and everything in its process group, reap it, and say how that went. Its
+    pipes are read to their end by the _PipeReader threads, which end when the last writer is gone."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=2)
+    except PermissionError:
+        # A program that became another user (sudo, a setuid helper) cannot be signalled by us; it
+        # is left to finish on its own, and reaped by Popen's bookkeeping when it does.
+        return "cannot kill it: it runs as another user (sudo?); give the command a program that ends by itself"
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return "killed, but it has not ended yet"
+    return "killed"
 
 
 class _PipeReader:
