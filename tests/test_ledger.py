@@ -1,6 +1,7 @@
 """P7: the ledger is append-only and hash-chained; --verify detects edits, deletions, truncation."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -91,9 +92,82 @@ def test_damaged_ledger_is_kept_aside_and_a_new_chain_starts(tmp_path):
     led.close()
     kept = [p for p in tmp_path.iterdir() if ".broken-" in p.name and not p.name.endswith(".head")]
     assert len(kept) == 1 and b"half a line" in kept[0].read_bytes()
-    assert L.verify(path).ok
     first = json.loads(path.read_text().splitlines()[0])
     assert first["event"] == "ledger_restarted" and first["previous"] == str(kept[0])
+    # The new chain is whole, but verify still says that the record has a damaged part, and where.
+    v = L.verify(path)
+    assert v.entries == 2 and len(v.problems) == 1, v.problems
+    assert "line 1: a new chain starts here" in v.problems[0] and str(kept[0]) in v.problems[0]
+
+
+def _kept(tmp_path):
+    return [p for p in tmp_path.iterdir() if ".broken-" in p.name and not p.name.endswith(".head")]
+
+
+def test_ledger_cut_short_is_not_hidden_by_the_next_start(tmp_path):
+    """Cutting whole lines off the end and restarting the daemon must not give a ledger that verifies:
+    the head file disagrees, so the cut ledger is kept aside with its head, and verify says so."""
+    path = make(tmp_path, 5)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]))
+    led = L.Ledger(path)
+    led.append("start")
+    led.close()
+    v = L.verify(path)
+    assert not v.ok and "cut short" in v.problems[0], v.problems
+    (kept,) = _kept(tmp_path)
+    assert kept.read_text() == "".join(lines[:3])
+    assert any("truncated" in p for p in L.verify(kept).problems)  # its own head came with it
+
+
+def test_ledger_deleted_but_head_left_is_not_a_fresh_start(tmp_path):
+    path = make(tmp_path, 4)
+    path.unlink()
+    led = L.Ledger(path)
+    led.append("start")
+    led.close()
+    v = L.verify(path)
+    assert not v.ok and "deleted or emptied" in v.problems[0], v.problems
+    assert list(tmp_path.glob("ledger.broken-*.head"))
+
+
+def test_head_one_entry_behind_is_a_crash_not_an_edit(tmp_path):
+    """A crash between a line's fsync and its head's leaves the head one entry behind: continue."""
+    path = make(tmp_path, 4)
+    head = path.with_suffix(".head")
+    line2 = json.loads(path.read_text().splitlines()[2])
+    head.write_text(json.dumps({"seq": 2, "hash": line2["hash"]}) + "\n")
+    led = L.Ledger(path)
+    assert led.last_entry["seq"] == 3
+    led.append("start")
+    led.close()
+    assert L.verify(path).ok and not _kept(tmp_path)
+
+
+def test_append_that_fails_after_writing_does_not_fork_the_chain(tmp_path):
+    """The line reached the file but its head could not be written (the head's temporary file cannot
+    be created): the next append must continue after that line, not reuse its sequence number."""
+    path = tmp_path / "ledger.jsonl"
+    led = L.Ledger(path)
+    led.append("start")
+    blocker = tmp_path / "ledger.head.tmp"
+    blocker.mkdir()  # open() of the head's temporary file now fails, after the line was fsynced
+    with pytest.raises(LedgerError, match="cannot write the ledger"):
+        led.append("state", state="listening", reason="x")
+    blocker.rmdir()
+    led.append("state", state="muted", reason="y")
+    led.close()
+    seqs = [json.loads(x)["seq"] for x in path.read_text().splitlines()]
+    assert seqs == [0, 1, 2]
+    assert L.verify(path).ok, L.verify(path).problems
+
+
+def test_append_after_close_raises(tmp_path):
+    led = L.Ledger(tmp_path / "ledger.jsonl")
+    led.close()
+    led.close()
+    with pytest.raises(LedgerError, match="closed"):
+        led.append("start")
 
 
 def test_write_failure_raises_ledger_error(tmp_path):
@@ -127,3 +201,44 @@ def test_cli_ledger_timeline_and_verify(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")
     r = run("--verify")
     assert r.returncode == 1 and "truncated" in r.stdout
+
+
+def test_cli_ledger_bad_files_give_one_line(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tallylight", "ledger", *a],
+                                    capture_output=True, text=True, timeout=60)
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    for args in (["--file", str(folder)], ["--verify", "--file", str(folder)]):
+        r = run(*args)
+        assert r.returncode == 1 and "not a ledger file" in r.stdout + r.stderr, r
+        assert "Traceback" not in r.stderr
+    odd = tmp_path / "odd.jsonl"  # hand-edited fields of the wrong type
+    odd.write_text('{"event":"capture","duration_s":"abc"}\n{"event":"state","state":"muted","previous_s":"x","from":"l"}\n'
+                   '{"event":"debug_recording","duration_s":null}\n')
+    r = run("--file", str(odd))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "captured ? s" in r.stdout and "MUTED" in r.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare to mount a read-only disk")
+def test_damaged_ledger_on_a_read_only_disk_is_one_line(tmp_path):
+    """The damaged ledger cannot be set aside on a read-only state_dir: a LedgerError naming the fix,
+    not an OSError traceback; and nothing is lost."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f'mount -t tmpfs none "{disk}" && printf \'{{"half a line\' > "{disk}/ledger.jsonl" && '
+        f'mount -o remount,ro "{disk}" && "{sys.executable}" -c "$1"; echo "rc=$?"; cat "{disk}/ledger.jsonl"'
+    )
+    prog = (
+        "from tallylight.ledger import Ledger\n"
+        "from tallylight.errors import LedgerError\n"
+        f"try:\n    Ledger('{disk}/ledger.jsonl')\nexcept LedgerError as e:\n    print('ERROR', e)\n"
+    )
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", prog], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if "mount:" in r.stderr and "rc=" not in r.stdout:
+        pytest.skip(f"cannot mount here: {r.stderr.strip()}")
+    assert "Traceback" not in r.stderr, r.stderr
+    assert "ERROR the ledger" in r.stdout and "cannot be set aside: Read-only file system" in r.stdout, r.stdout
+    assert r.stdout.rstrip().endswith('{"half a line')  # still there, untouched

@@ -104,8 +104,15 @@ def cmd_ledger(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"tallylight: no ledger at {path} yet (it is written by `tallylight run`)", file=sys.stderr)
         return 1
-    for line in ledger.timeline(path):
-        print(line)
+    if not path.is_file():
+        print(f"tallylight: {path} is not a ledger file (give the ledger.jsonl in daemon.state_dir)", file=sys.stderr)
+        return 1
+    try:
+        for line in ledger.timeline(path):
+            print(line)
+    except OSError as e:
+        print(f"tallylight: cannot read the ledger {path}: {e.strerror} (check its permissions)", file=sys.stderr)
+        return 1
     return 0
 
 

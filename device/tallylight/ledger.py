@@ -58,6 +58,7 @@ class Ledger:
         self._seq = 0
         self._prev = GENESIS
         self._fd: int | None = None
+        self._closed = False
         self.last_entry: dict[str, Any] | None = None  # the newest entry found when opening
         if self.path is not None:
             self._open()
@@ -67,28 +68,48 @@ class Ledger:
         return cls(None)
 
     def _open(self) -> None:
+        """Continue the chain on disk, or, when it cannot be continued, set it aside and start anew."""
         assert self.path is not None and self.head_path is not None
+        self._seq, self._prev, self.last_entry = 0, GENESIS, None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             last = _last_entry(self.path)
+            _check_head(self.head_path, last)
         except OSError as e:
             raise LedgerError(f"cannot open the ledger {self.path}: {e.strerror} (check daemon.state_dir and its permissions)") from None
         except ValueError as e:
-            # Never append to a chain we cannot continue, and never destroy it: set it aside and start
-            # a new chain whose first entry says where the old one went.
-            broken = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-            os.replace(self.path, broken)
-            if self.head_path.exists():
-                os.replace(self.head_path, broken.with_name(broken.name + ".head"))
-            _LOG.error("ledger %s is damaged (%s); kept it as %s and started a new one", self.path, e, broken)
-            last = None
-            self._open_fd()
-            self.append("ledger_restarted", reason=str(e), previous=str(broken))
+            self._set_aside(str(e))
             return
         self.last_entry = last
         if last is not None:
             self._seq, self._prev = last["seq"] + 1, last["hash"]
         self._open_fd()
+
+    def _set_aside(self, why: str) -> None:
+        """Never append to a chain we cannot continue, and never destroy or hide it: move it (and its
+        head) aside and start a new chain whose first entry says where the old one went and why. A
+        ledger cut short keeps its head beside it, so `verify` on the kept file still says so."""
+        assert self.path is not None and self.head_path is not None
+        # ledger.broken-T.jsonl and ledger.broken-T.head: `verify` finds a kept file's own head.
+        stamp, n = int(time.time()), 0
+        while True:
+            broken = self.path.with_name(f"{self.path.stem}.broken-{stamp}{f'-{n}' if n else ''}{self.path.suffix}")
+            if not (broken.exists() or broken.with_suffix(".head").exists()):
+                break
+            n += 1
+        try:
+            if self.path.exists():
+                os.replace(self.path, broken)
+            if self.head_path.exists():
+                os.replace(self.head_path, broken.with_suffix(".head"))
+        except OSError as e:
+            raise LedgerError(
+                f"the ledger {self.path} is damaged ({why}) and cannot be set aside: {e.strerror} "
+                "(check daemon.state_dir and its permissions)"
+            ) from None
+        _LOG.error("ledger %s is damaged (%s); kept it as %s and started a new one", self.path, why, broken)
+        self._open_fd()
+        self.append("ledger_restarted", reason=why, previous=str(broken))
 
     def _open_fd(self) -> None:
         assert self.path is not None
@@ -105,8 +126,14 @@ class Ledger:
         if self.path is None:
             self.entries.append(entry)
         else:
-            if self._fd is None:
+            if self._closed:
                 raise LedgerError(f"the ledger {self.path} is closed")
+            if self._fd is None:
+                # The last append failed part way (the line may be in the file, or half of it, and the
+                # head may lag): read back what is really there before adding to it, or the chain
+                # would fork with two entries of one sequence number.
+                self._open()
+                return self.append(event, **fields)
             try:
                 data = line.encode("utf-8")
                 if os.write(self._fd, data) != len(data):
@@ -114,6 +141,7 @@ class Ledger:
                 os.fsync(self._fd)
                 _write_head(self.head_path, self._seq, entry["hash"])
             except OSError as e:
+                self._close_fd()
                 raise LedgerError(
                     f"cannot write the ledger {self.path}: {e.strerror or e} (is the disk full or read-only?)"
                 ) from None
@@ -122,9 +150,16 @@ class Ledger:
         return entry
 
     def close(self) -> None:
+        """Safe to call twice; an append after it raises LedgerError."""
+        self._closed = True
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd is not None:
             try:
                 os.close(self._fd)
+            except OSError:
+                pass  # nothing was buffered: every append already fsynced or failed
             finally:
                 self._fd = None
 
@@ -138,6 +173,27 @@ def _write_head(head: Path | None, seq: int, digest: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, head)
+
+
+def _check_head(head: Path, last: dict[str, Any] | None) -> None:
+    """ValueError unless the head file agrees with the ledger's last entry. It may lag by one entry
+    (a crash or a failed write between the line's fsync and the head's), never more, never ahead."""
+    if not head.exists():
+        if last is None or last["seq"] == 0:
+            return  # a new ledger, or a crash before its first head was written
+        raise ValueError(f"its head file {head.name} is missing, so lines cut off its end could not be detected")
+    try:
+        recorded = json.loads(head.read_text(encoding="utf-8"))
+        seq, digest = recorded["seq"], recorded["hash"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ValueError(f"its head file {head.name} is damaged") from None
+    if last is None:
+        raise ValueError(f"it is empty or gone, but its head file records entry {seq}: it was deleted or emptied")
+    if (seq, digest) in ((last["seq"], last["hash"]), (last["seq"] - 1, last.get("prev"))):
+        return
+    raise ValueError(
+        f"it ends at entry {last['seq']} but its head file records entry {seq}: it was cut short or edited"
+    )
 
 
 def _last_entry(path: Path) -> dict[str, Any] | None:
@@ -190,6 +246,8 @@ def verify(path: str | os.PathLike) -> Verification:
     head_path = path.with_suffix(".head")
     if not path.exists():
         return Verification(False, 0, [f"no ledger at {path} (has the daemon run with this state_dir?)"])
+    if not path.is_file():
+        return Verification(False, 0, [f"{path} is not a ledger file (give the ledger.jsonl in daemon.state_dir)"])
     problems: list[str] = []
     prev, expected_seq, count, last_hash = GENESIS, 0, 0, None
     raw = path.read_bytes()
@@ -207,6 +265,13 @@ def verify(path: str | os.PathLike) -> Verification:
             problems.append(f"line {n}: does not follow the line before it (a line was removed, inserted or edited)")
         if entry.get("seq") != expected_seq:
             problems.append(f"line {n}: sequence number {entry.get('seq')} where {expected_seq} was expected")
+        if entry.get("event") == "ledger_restarted":
+            # Not an edit itself, but the chain before it could not be continued: the owner must see
+            # that, or cutting the ledger short and restarting the daemon would verify as intact.
+            problems.append(
+                f"line {n}: a new chain starts here because the ledger before it was damaged ({entry.get('reason')}); "
+                f"that one is kept as {entry.get('previous')} (check it: tallylight ledger --verify --file PATH)"
+            )
         expected_seq = entry.get("seq", expected_seq) + 1 if isinstance(entry.get("seq"), int) else expected_seq + 1
         prev = last_hash = entry.get("hash")
     if not head_path.exists():
@@ -230,19 +295,23 @@ def timeline(path: str | os.PathLike) -> Iterator[str]:
         if entry is None:
             yield "(unreadable line)"
             continue
+        def seconds(key: str) -> str:
+            value = entry.get(key)
+            return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
         when = str(entry.get("time", "?")).replace("T", " ")[:23]
         ev = entry.get("event")
         if ev == "state":
-            took = entry.get("previous_s")
-            was = f" after {took:.1f} s {entry.get('from')}" if isinstance(took, (int, float)) and entry.get("from") else ""
+            took = seconds("previous_s")
+            was = f" after {took} s {entry.get('from')}" if took != "?" and entry.get("from") else ""
             yield f"{when}  {str(entry.get('state')).upper():<10} ({entry.get('reason', '')}){was}"
         elif ev == "capture":
-            yield (f"{when}  captured {entry.get('duration_s', 0):.2f} s of audio in RAM, "
+            yield (f"{when}  captured {seconds('duration_s')} s of audio in RAM, "
                    f"handed to {entry.get('handed_to', '?')} and wiped ({entry.get('end', '')})")
         elif ev == "upload":
             yield f"{when}  UPLOADED {entry.get('bytes')} bytes to {entry.get('destination')}"
         elif ev == "debug_recording":
-            yield f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({entry.get('duration_s', 0):.2f} s)"
+            yield f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({seconds('duration_s')} s)"
         elif ev == "start":
             yield f"{when}  daemon started (version {entry.get('version')}, pid {entry.get('pid')})"
         elif ev == "stop":
