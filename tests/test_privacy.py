@@ -343,3 +343,174 @@ def test_ledger_failure_fails_closed(tmp_path, clips):
     assert probe.blocks == 0
     assert daemon.gate.state in (State.ERROR, State.MUTED)
     assert not mic.is_open
+
+
+class WatchedBackoff:
+    """Wraps the daemon's error backoff: notes (gate state, mic open, switch muted) each time it
+    starts, and can move the switch to mute then, as an owner would while the light shows ERROR."""
+
+    def __init__(self, daemon, mic, mute_in_error=False):
+        self.seen: list[tuple[str, bool, bool]] = []
+        self._wait, self._daemon, self._mic, self._mute = daemon._wait, daemon, mic, mute_in_error
+        daemon._wait = self
+
+    def __call__(self, seconds):
+        self.seen.append((self._daemon.gate.state.value, self._mic.is_open, self._mic.switch_muted))
+        if self._mute and not self._mic.switch_muted:
+            self._mic._switch(True)
+        return self._wait(seconds)
+
+
+def _run_watched(tmp_path, mic_cls, audio, stop_after_s, mute_in_error=False, probe=None):
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = probe or Probe()
+    mic = mic_cls(audio, set(), factory, probe)
+    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
+                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    watch = WatchedBackoff(daemon, mic, mute_in_error)
+    stopper = threading.Timer(stop_after_s, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    return daemon, mic, probe, watch
+
+
+class FullDiskAtWakeMic(ScriptedMic):
+    """The disk fills while only listening; the wake word then makes the gate try to ledger a capture."""
+
+    def read(self):
+        if self.reads == 5:
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, self.daemon.ledger._fd)
+            os.close(full)
+        return super().read()
+
+
+class LightGoneAtWakeMic(ScriptedMic):
+    def read(self):
+        if self.reads == 5:
+            self.daemon.indicator._device.close()
+        return super().read()
+
+
+@pytest.mark.parametrize("mic_cls", [FullDiskAtWakeMic, LightGoneAtWakeMic], ids=["ledger", "light"])
+@pytest.mark.parametrize("mute_in_error", [False, True], ids=["", "switch-to-mute"])
+def test_a_capture_refused_by_the_gate_closes_the_mic_at_once(tmp_path, clips, mic_cls, mute_in_error):
+    """P5: the gate fails closed inside the pipeline (the ledger or light fails as the wake word
+    opens a capture): the stream is closed in that same turn and stays closed through the error
+    backoff, also when the owner moves the switch to mute while the light shows the error."""
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 4
+    daemon, mic, probe, watch = _run_watched(tmp_path, mic_cls, audio, 3.0, mute_in_error)
+    assert watch.seen, "the gate never failed: the test did not test anything"
+    assert probe.blocks == 0
+    assert all(not is_open for _, is_open, _ in watch.seen), f"mic open during the error backoff: {watch.seen}"
+    assert not mic.is_open and [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == []
+
+
+class LightLostMidCaptureProbe(Probe):
+    """Pulls the LED's GPIO away on the first capture block it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_loss = 0
+
+    def process(self, block):
+        if self.blocks == 0:
+            self.daemon.indicator._device.close()  # the light goes dark while the capture is open
+        else:
+            self.after_loss += 1
+        return super().process(block)
+
+
+def test_a_light_lost_during_a_capture_stops_it_before_the_next_block(tmp_path, clips):
+    """P2 holds for the whole capture: once the light no longer reads back on, not one more block
+    reaches the recognizer, and the gate fails closed."""
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 4
+    probe = LightLostMidCaptureProbe()
+    daemon, mic, probe, watch = _run_watched(tmp_path, ScriptedMic, audio, 3.0, probe=probe)
+    assert probe.blocks >= 1, "no capture started: the test did not test anything"
+    assert probe.after_loss == 0, f"{probe.after_loss} blocks reached the recognizer after the light was lost"
+    assert watch.seen and watch.seen[0][0] == "error" and not watch.seen[0][1]
+
+
+class VoiceMuteMic(ScriptedMic):
+    """Says "stop listening" (the command's action, Daemon.voice_mute) at the 10th read."""
+
+    def read(self):
+        if self.reads == 10:
+            self.reads += 1
+            self.daemon.voice_mute()
+            return b""
+        return super().read()
+
+
+def _run_once(tmp_path, mic_cls, stop_after_s=1.0, factory=None):
+    factory = factory or MockFactory(pin_class=MockPWMPin)
+    probe = Probe()
+    mic = mic_cls(bytes(BLOCK * 400), set(), factory, probe)
+    daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
+                    consumer_factory=lambda: probe, source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    stopper = threading.Timer(stop_after_s, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    return daemon, mic, factory
+
+
+def test_a_voice_mute_holds_across_a_restart_until_the_switch_is_cycled(tmp_path):
+    """P1: after "stop listening", a restart (crash, watchdog, power cut) must not reopen the mic
+    with the switch still in the listening position; moving it to mute and back does."""
+    _, first, _ = _run_once(tmp_path, VoiceMuteMic)
+    assert first.opens == 1 and first.reads == 11
+    daemon, second, factory = _run_once(tmp_path, ScriptedMic)
+    assert second.opens == 0 and second.reads == 0, "the mic reopened after a restart without the physical control"
+    assert daemon.gate.state is State.MUTED
+    events = [e["event"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl")]
+    assert "voice_mute_kept" in events
+
+    class CycledSwitchMic(ScriptedMic):
+        def plug_in(self, cfg):
+            self.probe.factory = self.factory
+            self._switch(True)  # the owner moves the switch to mute ...
+            threading.Timer(0.2, self._switch, (False,)).start()  # ... and back to listening
+            return self
+
+    _, third, _ = _run_once(tmp_path, CycledSwitchMic)
+    assert third.opens == 1 and third.reads > 0, "the physical control did not unmute"
+    _, fourth, _ = _run_once(tmp_path, ScriptedMic)
+    assert fourth.opens == 1, "the voice mute outlived the physical unmute"
+
+
+class FailingDebugDiskMic(ScriptedMic):
+    def read(self):
+        if self.reads == 5:
+            rec = Path(self.daemon.cfg.debug.record_dir)
+            rec.rmdir()
+            rec.write_text("")  # record_dir is now a file: the WAV cannot be written
+        return super().read()
+
+
+def test_a_debug_recording_that_cannot_be_written_is_ledgered_and_leaves_nothing(tmp_path, clips):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    cfg = replace(make_cfg(tmp_path / "state"), debug=C.DebugConfig(record_dir=str(rec)))
+    factory = MockFactory(pin_class=MockPWMPin)
+    probe = Probe()
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 3
+    mic = FailingDebugDiskMic(audio, set(), factory, probe)
+    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
+                    source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    assert daemon.run() == 0
+    entries = [e for _, e, _ in L.read_entries(tmp_path / "state" / "ledger.jsonl")]
+    named = [e["file"] for e in entries if e["event"] == "debug_recording"]
+    failed = [e["file"] for e in entries if e["event"] == "debug_recording_failed"]
+    assert len(named) == 1 and failed == named
+    assert rec.is_file() and not list(tmp_path.rglob("*.wav"))
+    assert "capture" in [e["event"] for e in entries]  # the capture itself ended normally

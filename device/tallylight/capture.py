@@ -112,13 +112,20 @@ class DebugRecorder:
         self.directory = Path(directory).expanduser()
         self.count = 0
 
-    def write(self, audio: memoryview) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def next_path(self) -> Path:
+        """Where the next capture goes: the ledger names it before a byte is written."""
         self.count += 1
-        path = self.directory / f"capture-{time.strftime('%Y%m%d-%H%M%S')}-{self.count:04d}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(BYTES_PER_SAMPLE)
-            w.setframerate(RATE)
-            w.writeframes(audio)
-        return path
+        return self.directory / f"capture-{time.strftime('%Y%m%d-%H%M%S')}-{self.count:04d}.wav"
+
+    def write(self, path: Path, audio: memoryview) -> None:
+        """Write one capture as a WAV file; on failure leave no part of it behind and raise OSError."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(BYTES_PER_SAMPLE)
+                w.setframerate(RATE)
+                w.writeframes(audio)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise

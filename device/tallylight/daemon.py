@@ -55,6 +55,20 @@ def last_known_muted(ledger: Ledger) -> bool | None:
     return None if state is None else state == State.MUTED.value
 
 
+def _write_durably(path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class Daemon:
     """Brings the parts up, runs the loop, fails closed, and shuts down cleanly."""
 
@@ -85,6 +99,8 @@ class Daemon:
         self.pipeline = None
         self.blocks_read = 0
         self.mute_latencies: list[float] = []  # edge -> stream closed, seconds (for scripts/bench)
+        self._voice_mute_file = cfg.state_dir / "voice-muted"
+        self._voice_muted = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -129,6 +145,13 @@ class Daemon:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
         start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
+        if self._voice_mute_file.exists():
+            # "stop listening" was said before this start: only the physical control unmutes (P1),
+            # whatever mute.at_start says and wherever a switch stands.
+            self._voice_muted = True
+            self.mute.force_muted()
+            self.gate.note("voice_mute_kept", reason="'stop listening' before the restart; the mute control unmutes")
+            _LOG.warning("muted by voice before this start: press the mute button or move the switch to mute and back")
         if self._pin_factory is None and cfg.gpio.pin_factory == "mock":
             _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control")
             if cfg.mute.control == "switch":
@@ -184,6 +207,7 @@ class Daemon:
                     backoff = 0.5
             except (AudioError, HardwareError, LedgerError, EngineError) as e:
                 self._fail(str(e))
+            self._obey_gate()
             if self.gate.state is State.ERROR:
                 self._wait(backoff)
                 backoff = min(backoff * 2, self.cfg.daemon.retry_max_s)
@@ -196,6 +220,10 @@ class Daemon:
             self._blocks_since_check = 0
             self.indicator.check()
             self._poll_switch()
+        elif self.gate.capturing:
+            # P2 holds for the whole capture, not only its first sample: a light lost mid-capture
+            # stops it before the next block is read.
+            self.indicator.check()
         if not self.gate.mic_open_allowed:
             self._close_mic()
             if not self._ready_sent:
@@ -203,6 +231,8 @@ class Daemon:
             self.mute.edge_event.wait(0.05)
             return
         if not self.mic.is_open:
+            if self._voice_muted:  # the gate is open, so the physical control has unmuted since
+                self._voice_mute_over()
             self.mic.open()
             _LOG.info("microphone open: %s", getattr(getattr(self.mic, "device", None), "name", "the audio source"))
         block = self.mic.read()  # returns early, empty, when the mute control's edge_event is set
@@ -258,11 +288,38 @@ class Daemon:
         return closed_at
 
     def voice_mute(self) -> None:
-        """The "stop listening" command: mute now; only the physical control unmutes."""
+        """The "stop listening" command: mute now; only the physical control unmutes, also after a
+        restart (a crash, the watchdog, a power cut): the mute is kept in state_dir until then."""
         self.mute.force_muted()
         self.gate.mute("voice command")
         self._close_mic()
         self.pipeline.forget()
+        try:
+            _write_durably(self._voice_mute_file, "muted by the voice command 'stop listening'\n")
+            self._voice_muted = True
+        except OSError as e:
+            _LOG.error("the voice mute will not survive a restart: cannot write %s: %s (check daemon.state_dir)",
+                       self._voice_mute_file, e.strerror or e)
+
+    def _voice_mute_over(self) -> None:
+        """The physical control opened the mic: a voice mute from before a restart no longer holds."""
+        self._voice_muted = False
+        try:
+            self._voice_mute_file.unlink(missing_ok=True)
+        except OSError as e:  # it stays: the next start is muted until the control is moved (fails closed)
+            _LOG.error("cannot remove %s: %s", self._voice_mute_file, e.strerror or e)
+
+    def _obey_gate(self) -> None:
+        """The gate can close inside the pipeline: a ledger or light failure as a capture begins or
+        ends, or a debug recording that could not be ledgered. Close the mic and wipe the audio in
+        this same turn, as _fail does, rather than leave the stream open through the error backoff."""
+        if self.gate.mic_open_allowed or not self.mic.is_open:
+            return
+        self._close_mic()
+        self.pipeline.forget()
+        if self.gate.state is State.ERROR:
+            self.notifier.status(f"error: {self.gate.error_reason}")
+        self._emit(self.pipeline.drain())
 
     def _fail(self, reason: str) -> None:
         self.gate.fail(reason)

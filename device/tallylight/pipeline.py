@@ -122,8 +122,7 @@ class Pipeline:
         if self.consumer:
             self._events.extend(self.consumer.finish(self.t))
         if self.recorder is not None and self.gate.debug_recording:
-            path = self.recorder.write(self.buffer.view())
-            self.gate.note("debug_recording", file=str(path), duration_s=round(duration, 3))
+            self._record_for_debugging(duration)
         self.buffer.wipe()
         if self.consumer:
             self.consumer.reset()
@@ -132,6 +131,19 @@ class Pipeline:
         # P2: the light goes off only now, after hand-over and wipe.
         self._events.append(CaptureEnded(self.t, round(duration, 3), end, self.consumer.name if self.consumer else "nobody"))
         self.gate.end_capture(duration_s=duration, handed_to=self.consumer.name if self.consumer else "nobody", end=end)
+
+    def _record_for_debugging(self, duration: float) -> None:
+        """debug.record_dir: ledger the file, then write it (P4: no audio on disk that the ledger
+        does not name). A failed write leaves no part of the file and is ledgered too."""
+        path = self.recorder.next_path()
+        self.gate.note("debug_recording", file=str(path), duration_s=round(duration, 3))
+        if not self.gate.capturing:
+            return  # the ledger could not be written: the gate failed closed, nothing goes to disk
+        try:
+            self.recorder.write(path, self.buffer.view())
+        except OSError as e:
+            _LOG.error("debug recording not written to %s: %s (check debug.record_dir)", path, e.strerror or e)
+            self.gate.note("debug_recording_failed", file=str(path), error=str(e.strerror or e))
 
     def end_of_stream(self) -> list[Event]:
         """The input ended (end of a file): finish a capture in progress as if speech had ended."""

@@ -179,13 +179,17 @@ class Indicator:
         return self._fault
 
     def check(self) -> None:
-        """Raise IndicatorError if the light has failed since the last show() (a blink write failed)."""
+        """Raise IndicatorError if the light has failed since the last show(): a blink write failed,
+        the blink thread died, or a steady light no longer reads back what it was set to (its pin
+        was released or taken by another program)."""
         with self._lock:
             self._raise_fault()
             if self.pattern is not None and not self._closed:
                 look = self.pattern.colour if self.colour_light else self.pattern.mono
                 if not look.steady and not self._animating():
                     raise IndicatorError(f"the {self.describe()} stopped blinking: restart tallylight")
+                if look.steady:
+                    self._confirm(self._scale(look, look.first))
 
     def close(self) -> None:
         """Light off, pins released. Safe to call twice."""
@@ -223,6 +227,10 @@ class Indicator:
             raise IndicatorError(str(e)) from None
         except Exception as e:  # gpiozero, lgpio, spidev errors alike: the light is not driven
             raise IndicatorError(f"cannot drive the {self.describe()}: {e} (check the wiring and [indicator] pins)") from None
+        self._confirm(want)
+
+    def _confirm(self, want: RGB) -> None:
+        """Read the light back; IndicatorError unless it shows `want`."""
         try:
             got = self._read()
         except IndicatorError:
