@@ -53,6 +53,11 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
     ("[audio]\ndevice = 1.5\n", ["audio.device", "a string or an integer"]),
     ("audio = 3\n", ["[audio] must be a table"]),
     ("[audio\n", ["not valid TOML"]),
+    ("\ufeff[audio]\nblock_ms = 20\n", ["byte-order mark", "without BOM"]),
+    ("[audio]\nblock_ms = 20\nblock_ms = 30\n", ["'block_ms = 30' sets a key or table a second time"]),
+    ("[audio]\n[audio]\n", ["'[audio]' sets a key or table a second time"]),
+    ("[daemon]\nstate_dir = \"~nosuchuser-tl/x\"\n", ["daemon.state_dir", "cannot expand '~nosuchuser-tl'", "full path"]),
+    ("[recognizer]\nvosk_model = \"~nosuchuser-tl\"\n", ["recognizer.vosk_model", "cannot expand"]),
 ])
 def test_bad_values_name_file_and_key(tmp_path, text, words):
     p = write(tmp_path, text)
@@ -99,3 +104,27 @@ def test_state_dir_order(tmp_path, monkeypatch):
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert config.Config().state_dir == tmp_path / "xdg" / "tallylight"
+
+
+def test_check_names_a_state_dir_that_is_a_file_in_one_line(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    p = write(tmp_path, f'[daemon]\nstate_dir = "{blocker}"\n[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n')
+    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(p)],
+                       capture_output=True, text=True, timeout=120)
+    line = next(x for x in (r.stdout + r.stderr).splitlines() if "state directory" in x)
+    assert "is a file, not a folder (set daemon.state_dir" in line and "Errno" not in line
+
+
+def test_models_download_takes_config_after_the_name(tmp_path):
+    """`tallylight models download NAME --config F`, as users type it, not only before the action."""
+    p = write(tmp_path, "[audio]\nblock_ms = 20\n")
+    r = subprocess.run([sys.executable, "-m", "tallylight", "models", "download", "no-such-model", "--config", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert "unrecognized arguments" not in r.stderr
+    assert r.returncode != 0 and "unknown model 'no-such-model'" in r.stderr
+    from tallylight.cli import _parser
+
+    for argv, config_file in ((["models", "--config", "A", "download", "x"], "A"),
+                              (["models", "download", "x", "--config", "B"], "B")):
+        assert str(_parser().parse_args(argv).config) == config_file

@@ -116,3 +116,62 @@ def test_both_recognizers_without_a_vosk_model_is_one_line_naming_the_fix(repo, 
     with pytest.raises(EngineError) as e:
         make_understander(cfg)
     assert "tallylight models download small-en-us" in str(e.value) and "\n" not in str(e.value)
+
+
+def _recognizer_cfg(repo, **recognizer):
+    import dataclasses
+
+    from tallylight.config import load
+
+    cfg = load(repo / "config" / "tallylight.toml")
+    return dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, **recognizer))
+
+
+def test_auto_with_a_vosk_model_path_that_is_not_there_is_an_error_not_pocketsphinx(repo, tmp_path):
+    """A typo in recognizer.vosk_model must not quietly give the weaker recognizer."""
+    from tallylight.errors import EngineError
+    from tallylight.speech.understand import make_understander
+
+    with pytest.raises(EngineError) as e:
+        make_understander(_recognizer_cfg(repo, engine="auto", vosk_model=str(tmp_path / "vosk-modl")))
+    assert "recognizer.vosk_model" in str(e.value) and "no such folder" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_command_word_pocketsphinx_lacks_fails_once_and_is_not_blamed_on_the_wake_phrase(repo, caplog):
+    """Only a wake word without a pronunciation makes the grammar go without the wake-phrase prefix;
+    any other unknown word is the error itself, said once (no second model load)."""
+    import dataclasses
+
+    from tallylight.errors import UnknownWordsError
+    from tallylight.speech.understand import make_understander
+
+    cfg = _recognizer_cfg(repo, engine="pocketsphinx")
+    commands = {**cfg.commands, "odd": {"phrases": ["frobnicate the widget"], "action": "stop"}}
+    cfg = dataclasses.replace(cfg, commands=commands)
+    with caplog.at_level("INFO"), pytest.raises(UnknownWordsError) as e:
+        make_understander(cfg)
+    assert e.value.words == {"frobnicate"}
+    assert not [r for r in caplog.records if "without the wake phrase prefix" in r.getMessage()]
+
+
+def test_a_folder_that_is_not_a_vosk_model_gives_one_line_on_stderr(repo, tmp_path):
+    """Kaldi's own ERROR lines are silenced for the load; the user sees tallylight's one line."""
+    import subprocess
+    import sys
+    import wave
+
+    empty = tmp_path / "model"
+    empty.mkdir()
+    text = (repo / "config" / "tallylight.toml").read_text()
+    text = text.replace('engine = "auto"', 'engine = "vosk"').replace('vosk_model = ""', f'vosk_model = "{empty}"')
+    assert f'vosk_model = "{empty}"' in text
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(text)
+    wav = tmp_path / "quiet.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(32000))
+    r = subprocess.run([sys.executable, "-m", "tallylight", "listen", "--config", str(cfg), str(wav)],
+                       capture_output=True, text=True, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 69 and len(lines) == 1, r.stderr
+    assert "not a complete vosk model" in lines[0]

@@ -132,7 +132,12 @@ def _check_state_dir(cfg: Config) -> str:
     from tallylight import ledger
 
     d = cfg.state_dir
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TallylightError(f"{d} is a file, not a folder (set daemon.state_dir to a folder)") from None
+    except OSError as e:
+        raise TallylightError(f"{d} cannot be created: {e.strerror} (set daemon.state_dir to a writable folder)") from None
     if not os.access(d, os.W_OK):
         raise TallylightError(f"{d} is not writable by this user (set daemon.state_dir, or fix its owner)")
     path = d / "ledger.jsonl"

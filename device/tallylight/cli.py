@@ -40,7 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     models = sub.add_parser("models", parents=[common], help="speech models")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
-    dl = msub.add_parser("download", help="download and check a vosk model")
+    # The same options after the action too (`models download NAME --config F`); SUPPRESS keeps an
+    # option given before the action from being reset to its default by this second parser.
+    again = argparse.ArgumentParser(add_help=False)
+    again.add_argument("--config", metavar="F", type=Path, default=argparse.SUPPRESS, help="config file")
+    again.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    dl = msub.add_parser("download", parents=[again], help="download and check a vosk model")
     dl.add_argument("name", help="model name, e.g. small-en-us")
     dl.add_argument("--dest", type=Path, help="folder to unpack into (default: <state dir>/models)")
     return p

@@ -205,6 +205,12 @@ def _check_value(where: str, key: str, value: Any, f: dataclasses.Field) -> Any:
         raise ConfigError(f"{where}: {key} must be {_type_name(types)}, not {value!r}")
     if float in types and isinstance(value, int):
         value = float(value)
+    if isinstance(value, str) and value.startswith("~"):
+        try:  # a path: "~nosuchuser/..." (or "~" without a HOME) cannot be expanded later either
+            Path(value).expanduser()
+        except RuntimeError:
+            user = value.split("/", 1)[0]
+            raise ConfigError(f"{where}: {key}: cannot expand {user!r} (no such user or no HOME; give a full path)") from None
     check = f.metadata["check"]
     expected = check(value) if check else None
     if expected:
@@ -280,6 +286,27 @@ def _check_across(where: str, cfg: Config) -> None:
         parse_commands(cfg.commands, where)
 
 
+def _toml_hint(path: Path, e: tomllib.TOMLDecodeError) -> str:
+    """What the usual causes of a TOML error mean for the person editing the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if text.startswith("\ufeff"):
+        return " (the file starts with a byte-order mark: save it as UTF-8 without BOM)"
+    if "Cannot overwrite a value" in str(e) or "Cannot declare" in str(e):
+        line_no = getattr(e, "lineno", None)
+        if line_no is None:  # Python 3.11's tomllib has no lineno: read it from the message
+            import re
+
+            m = re.search(r"at line (\d+)", str(e))
+            line_no = int(m.group(1)) if m else None
+        lines = text.splitlines()
+        if line_no and 0 < line_no <= len(lines):
+            return f" ({lines[line_no - 1].strip()[:60]!r} sets a key or table a second time: keep one)"
+    return ""
+
+
 def load(path: str | os.PathLike) -> Config:
     """Read and validate a TOML config file."""
     path = Path(path)
@@ -293,7 +320,7 @@ def load(path: str | os.PathLike) -> Config:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a config file") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        raise ConfigError(f"{path}: not valid TOML: {e}{_toml_hint(path, e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
     return from_dict(raw, str(path), path)

@@ -57,3 +57,11 @@ class EngineError(TallylightError):
     """A wake word, VAD or speech engine could not be loaded or failed."""
 
     exit_code = 69
+
+
+class UnknownWordsError(EngineError):
+    """A recognizer has no pronunciation for some words of the grammar (`words`)."""
+
+    def __init__(self, message: str, words: frozenset[str]):
+        super().__init__(message)
+        self.words = words

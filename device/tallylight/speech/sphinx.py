@@ -58,7 +58,7 @@ from importlib import resources
 
 import numpy as np
 
-from tallylight.errors import EngineError
+from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.speech.noisefloor import NoiseFloor
 from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
 
@@ -205,8 +205,9 @@ class SphinxRecognizer(Recognizer):
         if self._missing:
             missing = ", ".join(sorted(self._missing))
             self.close()
-            raise EngineError(f"pocketsphinx's dictionary has no pronunciation for: {missing} "
-                              "(rephrase the command, or give the word an ARPABET pronunciation)")
+            raise UnknownWordsError(f"pocketsphinx's dictionary has no pronunciation for: {missing} "
+                                    "(rephrase the command, or give the word an ARPABET pronunciation)",
+                                    frozenset(self._missing))
         to_add: list[tuple[str, str]] = []
         for w in sorted(self._words):
             prons = known[w] if w in known else [pronunciations[w]]

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from tallylight.config import Config
-from tallylight.errors import EngineError
+from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
@@ -235,6 +235,11 @@ def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict
 def make_understander(cfg: Config) -> Understander | PairedUnderstander:
     engine = cfg.recognizer.engine
     model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
+    if engine == "auto" and cfg.recognizer.vosk_model and not model.is_dir():
+        # A model the owner named but that is not there is a typo or a failed download, not a wish
+        # for pocketsphinx: say so rather than quietly recognize worse.
+        raise EngineError(f"recognizer.vosk_model = {cfg.recognizer.vosk_model!r}: no such folder (fix the path, "
+                          "run `tallylight models download small-en-us`, or set vosk_model = \"\" for pocketsphinx)")
     if engine == "auto" and model is not None and model.is_dir():
         # With a vosk model installed, both recognizers: the fewest mistakes (see PairedUnderstander).
         _LOG.info("recognizer: vosk (%s) and pocketsphinx", model)
@@ -260,8 +265,8 @@ def make_understander(cfg: Config) -> Understander | PairedUnderstander:
                   preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug")
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
-    except EngineError as e:
-        if not wake_words:
+    except UnknownWordsError as e:
+        if not e.words & set(wake_words):
             raise
         # A wake word the dictionary lacks (and we have no pronunciation for): do without the prefix.
         _LOG.info("recognizer grammar without the wake phrase prefix: %s", e)

@@ -56,7 +56,7 @@ class VoskRecognizer(Recognizer):
         # Kaldi logs every model load and grammar warning to stderr; -2 keeps only errors.
         vosk.SetLogLevel(0 if debug else -2)
         if model is None:
-            model = load_model(model_path)
+            model = load_model(model_path, debug=debug)
             self._owns_model = True
         else:
             self._owns_model = False
@@ -152,15 +152,20 @@ class VoskRecognizer(Recognizer):
             self._model = None
 
 
-def load_model(model_path: str):
+def load_model(model_path: str, debug: bool = False):
     """A `vosk.Model`, or an EngineError that says how to get one."""
     import vosk
 
     if not os.path.isdir(model_path):
         raise EngineError(f"no vosk model at {model_path}: run `tallylight models download small-en-us`, "
                           "or set recognizer.engine = 'pocketsphinx'")
+    # Kaldi prints its own ERROR lines for a folder that is not a model; the EngineError below says
+    # it in one line with the fix, so below debug they are silenced for the load (-3: not even errors).
+    vosk.SetLogLevel(0 if debug else -3)
     try:
         return vosk.Model(model_path)
     except Exception:  # vosk raises a bare Exception('Failed to create a model')
         raise EngineError(f"no vosk model at {model_path} (the folder is not a complete vosk model): run "
                           "`tallylight models download small-en-us`, or set recognizer.engine = 'pocketsphinx'") from None
+    finally:
+        vosk.SetLogLevel(0 if debug else -2)
