@@ -125,6 +125,9 @@ def _bad_files(tmp: Path) -> dict[str, tuple[bytes, str]]:
         "bad_width.wav": (riff(struct.pack("<HHIIHH", 1, 1, 16000, 80000, 5, 40), pcm), "not supported"),
         "huge_chunk.wav": (riff(fmt_chunk(), None, extra=b"JUNK" + struct.pack("<I", 10**9)), "damaged"),
         "rf64.wav": (b"RF64" + bytes(40), "RF64"),
+        "flac_renamed.wav": (b"fLaC\x00\x00\x00\x22" + bytes(40), "is FLAC audio, not WAV; convert it"),
+        "mp3_renamed.wav": (b"ID3\x04\x00" + bytes(40), "is MP3 audio"),
+        "ogg_renamed.wav": (b"OggS\x00\x02" + bytes(40), "is Ogg audio"),
     }
 
 

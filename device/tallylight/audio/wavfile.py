@@ -64,6 +64,23 @@ def read_wav_info(path: str | os.PathLike) -> WavInfo:
         raise AudioFileError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
+def _other_format(head: bytes) -> str | None:
+    """The audio format a non-WAV file's first bytes announce, for a fix that fits (else None)."""
+    if head.startswith(b"fLaC"):
+        return "FLAC audio"
+    if head.startswith(b"OggS"):
+        return "Ogg audio (Vorbis or Opus)"
+    # An MPEG frame header: 11 sync bits, a layer (not 00) and a bitrate index (not 1111).
+    if head.startswith(b"ID3") or (len(head) > 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+                                   and head[1] & 0x06 and head[2] & 0xF0 != 0xF0):
+        return "MP3 audio"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A audio"
+    if head.startswith((b"FORM", b".snd")):
+        return "AIFF or AU audio"
+    return None
+
+
 def _parse(path: Path, f: BinaryIO, size: int) -> WavInfo:
     def bad(what: str) -> AudioFileError:
         return AudioFileError(f"{path}: {what}")
@@ -76,6 +93,10 @@ def _parse(path: Path, f: BinaryIO, size: int) -> WavInfo:
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         if head[:4] == b"RIFF":
             raise bad(f"is a RIFF file but not a WAV (type {head[8:12]!r}); {_FIX}")
+        kind = _other_format(head)
+        if kind:
+            raise bad(f"is {kind}, not WAV; convert it: ffmpeg -i {path.name} -ar 16000 -ac 1 out.wav "
+                      "(or sox, for FLAC and Ogg)")
         raise bad(
             "is not a WAV file (no RIFF/WAVE header); if it is raw 16 kHz mono 16-bit audio, wrap it with: "
             "sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav"
