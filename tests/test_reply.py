@@ -441,3 +441,28 @@ def test_stop_cuts_a_long_reply_and_drops_the_queue(pulse, tmp_path):
     assert played < 8.0  # far less than the whole reply
     assert events.names() == ["start", "end"]
     assert speaker.last_error == ""  # a stop is not an error
+
+
+@pytest.mark.parametrize("voice, device, expect", [
+    ("en-us", "testout", ["ok       reply voice: espeak-ng voice 'en-us'", "ok       reply output: plays on testout"]),
+    ("englsh", "testout", ["PROBLEM  reply voice: reply.voice = 'englsh'", "espeak-ng --voices"]),
+    ("en-us", "hw:97", ["PROBLEM  reply output: aplay cannot play on hw:97", "aplay -L"]),
+])
+def test_check_tries_the_reply_voice_and_output_device(tmp_path, out, voice, device, expect):
+    """`tallylight check` runs espeak-ng with reply.voice and plays 10 ms of silence on
+    reply.output_device through the same aplay the speaker uses: a typo in either is found before
+    the first reply is due."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[reply]\nvoice = "{voice}"\noutput_device = "{device}"\n'
+                    f'[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n'
+                    f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=120, env=out.env)
+    report = r.stdout + r.stderr
+    for text in expect:
+        assert text in report, report
+    if device == "testout":
+        assert out.raw.exists() and set(out.raw.read_bytes()) <= {0}  # silence, and it was played there

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from typing import Callable, TextIO
 
 from tallylight.config import Config
@@ -51,6 +52,10 @@ def run_checks(cfg: Config, out: TextIO) -> int:
                 r.ok("replies", f"{tool} found")
             else:
                 r.problem("replies", f"{tool} not found: sudo apt-get install {pkg} (or set reply.enabled = false)")
+        if cfg.reply.enabled and shutil.which("espeak-ng"):
+            r.attempt("reply voice", lambda: _check_voice(cfg))
+        if shutil.which("aplay"):
+            r.attempt("reply output", lambda: _check_output(cfg))
     if cfg.debug.record_dir:
         r.problem("debug", f"debug.record_dir is set: every capture is written to {cfg.debug.record_dir} "
                            "(set it to \"\" unless you are debugging)")
@@ -126,6 +131,37 @@ def _check_recognizer(cfg: Config) -> str:
     note = (f"; the model does not know the wake word{'s' if len(wake_unknown) > 1 else ''} "
             f"{', '.join(wake_unknown)}, so it hears something else at the start of each capture" if wake_unknown else "")
     return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known{note}"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _check_voice(cfg: Config) -> str:
+    voice = cfg.reply.voice
+    try:
+        done = subprocess.run(["espeak-ng", "-q", "-v", voice, "ok"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TallylightError(f"espeak-ng cannot be run: {e}") from None
+    if done.returncode != 0:
+        raise TallylightError(f"reply.voice = {voice!r}: {_last_line(done.stderr)} (`espeak-ng --voices` lists them)")
+    return f"espeak-ng voice {voice!r}"
+
+
+def _check_output(cfg: Config) -> str:
+    """Play 10 ms of silence where replies go: the same `aplay` and device the speaker uses."""
+    dev = cfg.reply.output_device
+    argv = ["aplay", "-q", *(["-D", dev] if dev else []), "-t", "raw", "-f", "S16_LE", "-r", "22050", "-c", "1"]
+    try:
+        done = subprocess.run(argv, input=bytes(441), capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TallylightError(f"aplay cannot play on {dev or 'the default device'}: {e}") from None
+    if done.returncode != 0:
+        raise TallylightError(f"aplay cannot play on {dev or 'the default device'}: "
+                              f"{_last_line(done.stderr.decode('utf-8', 'replace'))} "
+                              "(set reply.output_device; `aplay -L` lists devices)")
+    return f"plays on {dev or 'the default device'}"
 
 
 def _check_state_dir(cfg: Config) -> str:
