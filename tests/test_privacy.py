@@ -100,11 +100,25 @@ class ScriptedMic:
         self.opens = self.closes = 0
 
     def plug_in(self, _audio_cfg):
-        self.probe.factory = self.factory
         """The daemon's source factory. Called after the mute control exists (its pull-up is set), so
-        the switch can now be put in the listening position, as a person would."""
+        the switch can now be put in the listening position, as a person would. The light exists by
+        now too: every change it is asked for is checked against the audio held (P2)."""
+        self.probe.factory = self.factory
+        self._watch_the_light()
         self._switch(False)
         return self
+
+    def _watch_the_light(self):
+        d, show = self.daemon, self.daemon.indicator.show
+
+        def show_checked(state, **kw):
+            # Whatever ends a capture (its end, a mute, an error), its audio is wiped before the
+            # light stops showing a capture.
+            if state is not State.CAPTURING and not d.pipeline.buffer.is_zeroed():
+                self.violations.append(f"P2: the light left the capture for {state.value} with its audio still held")
+            return show(state, **kw)
+
+        d.indicator.show = show_checked
 
     def _switch(self, muted: bool):
         pin = self.factory.pin(MUTE_PIN)

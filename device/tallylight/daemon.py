@@ -271,6 +271,7 @@ class Daemon:
             closed_at = self._close_mic("mute control")
             if closed_at is not None and self.mute.last_edge_time is not None:
                 self.mute_latencies.append(closed_at - self.mute.last_edge_time)
+            self.pipeline.forget()  # P2: a capture's audio is wiped before its light goes off
         self.gate.switch_changed(muted)
         if not self.gate.mic_open_allowed:
             self._close_mic()
@@ -291,9 +292,9 @@ class Daemon:
         """The "stop listening" command: mute now; only the physical control unmutes, also after a
         restart (a crash, the watchdog, a power cut): the mute is kept in state_dir until then."""
         self.mute.force_muted()
-        self.gate.mute("voice command")
-        self._close_mic()
+        self._close_mic("voice command")
         self.pipeline.forget()
+        self.gate.mute("voice command")
         try:
             _write_durably(self._voice_mute_file, "muted by the voice command 'stop listening'\n")
             self._voice_muted = True
@@ -322,9 +323,9 @@ class Daemon:
         self._emit(self.pipeline.drain())
 
     def _fail(self, reason: str) -> None:
-        self.gate.fail(reason)
-        self._close_mic()
+        self._close_mic("error")
         self.pipeline.forget()
+        self.gate.fail(reason)
         self.notifier.status(f"error: {reason}")
         self._emit(self.pipeline.drain())
 
