@@ -528,3 +528,97 @@ def test_a_debug_recording_that_cannot_be_written_is_ledgered_and_leaves_nothing
     assert len(named) == 1 and failed == named
     assert rec.is_file() and not list(tmp_path.rglob("*.wav"))
     assert "capture" in [e["event"] for e in entries]  # the capture itself ended normally
+
+
+class QuietMic:
+    """A mic of silence that leaves the mute control alone (for button and simulated-pin starts)."""
+
+    def __init__(self):
+        self.opens = self.reads = 0
+        self.is_open = False
+        self.daemon = None
+
+    def plug_in(self, _audio_cfg):
+        return self
+
+    def open(self):
+        self.opens += 1
+        self.is_open = True
+
+    def read(self):
+        self.reads += 1
+        if self.reads > 20:
+            self.daemon.request_stop()
+        return bytes(BLOCK)
+
+    def close(self):
+        self.is_open = False
+
+
+def _start(cfg, factory=None, stop_after_s=1.0):
+    mic = QuietMic()
+    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), source_factory=mic.plug_in)
+    mic.daemon = daemon
+    stopper = threading.Timer(stop_after_s, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    return daemon, mic
+
+
+def test_a_button_does_not_start_listening_when_the_ledger_was_set_aside(tmp_path):
+    """mute.at_start = "last" reads the ledger's last state; a ledger set aside as damaged tells none,
+    so the speaker starts muted, not listening."""
+    led = L.Ledger(tmp_path / "ledger.jsonl")
+    led.append("state", state="muted", reason="mute control")
+    led.append("stop", reason="shutdown", state_before="muted")
+    led.close()
+    (tmp_path / "ledger.head").unlink()  # damaged: cannot show that nothing was cut off
+    cfg = replace(make_cfg(tmp_path), mute=C.MuteConfig(control="button", pin=MUTE_PIN, debounce_ms=0, at_start="last"))
+    daemon, mic = _start(cfg, MockFactory(pin_class=MockPWMPin))
+    assert mic.opens == 0 and daemon.gate.state is State.MUTED
+    assert daemon.ledger.restarted
+
+
+def test_simulated_pins_do_not_keep_a_voice_mute_nobody_could_end(tmp_path):
+    """gpio.pin_factory = "mock" (trying tallylight without a Pi) has no control to unmute with."""
+    (tmp_path / "voice-muted").write_text("muted\n")
+    cfg = replace(make_cfg(tmp_path), gpio=C.GpioConfig(pin_factory="mock"))
+    daemon, mic = _start(cfg, factory=None)
+    assert mic.opens == 1 and mic.reads > 0
+    assert not (tmp_path / "voice-muted").exists()
+
+
+class LedgerFullAtCaptureProbe(Probe):
+    """The disk fills while a capture is open: the debug recording's ledger entry is the write that fails."""
+
+    def process(self, block):
+        if self.blocks == 0:
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, self.daemon.ledger._fd)
+            os.close(full)
+        return super().process(block)
+
+
+def test_a_debug_recording_that_cannot_be_ledgered_is_not_written_and_wiped_before_the_light_changes(tmp_path, clips):
+    rec = tmp_path / "rec"
+    cfg = replace(make_cfg(tmp_path / "state"), debug=C.DebugConfig(record_dir=str(rec)))
+    audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 3
+    probe = LedgerFullAtCaptureProbe()
+    factory = MockFactory(pin_class=MockPWMPin)
+    mic = ScriptedMic(audio, set(), factory, probe)
+    daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
+                    source_factory=mic.plug_in)
+    probe.daemon = mic.daemon = daemon
+    stopper = threading.Timer(3.0, daemon.request_stop)
+    stopper.start()
+    try:
+        daemon.run()
+    finally:
+        stopper.cancel()
+    assert probe.blocks > 0 and probe.finished == 1
+    assert not list(tmp_path.rglob("*.wav")), "audio went to disk that the ledger does not name"
+    assert [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == [], mic.violations
+    assert not mic.is_open

@@ -101,6 +101,7 @@ class Daemon:
         self.mute_latencies: list[float] = []  # edge -> stream closed, seconds (for scripts/bench)
         self._voice_mute_file = cfg.state_dir / "voice-muted"
         self._voice_muted = False
+        self._physical_control = True  # False with simulated pins (gpio.pin_factory = "mock")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -134,7 +135,9 @@ class Daemon:
 
         cfg = self.cfg
         self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
-        last_muted = last_known_muted(self.ledger)
+        # A ledger set aside as damaged says nothing of how we stopped: start muted then (a button's
+        # mute.at_start = "last"), rather than open the mic nobody asked for.
+        last_muted = True if self.ledger.restarted else last_known_muted(self.ledger)
         self.ledger.append("start", version=__version__, pid=os.getpid())
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
@@ -145,14 +148,20 @@ class Daemon:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
         start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
-        if self._voice_mute_file.exists():
+        self._physical_control = not (self._pin_factory is None and cfg.gpio.pin_factory == "mock")
+        if self._voice_mute_file.exists() and not self._physical_control:
+            # Simulated pins have no control to unmute with: a kept voice mute would never end.
+            _LOG.warning("simulated GPIO: ignoring the voice mute kept from before this start")
+            self._voice_mute_over()
+        elif self._voice_mute_file.exists():
             # "stop listening" was said before this start: only the physical control unmutes (P1),
             # whatever mute.at_start says and wherever a switch stands.
             self._voice_muted = True
             self.mute.force_muted()
             self.gate.note("voice_mute_kept", reason="'stop listening' before the restart; the mute control unmutes")
-            _LOG.warning("muted by voice before this start: press the mute button or move the switch to mute and back")
-        if self._pin_factory is None and cfg.gpio.pin_factory == "mock":
+            _LOG.warning("muted by voice before this start: press the mute button or move the switch to mute and back "
+                         "(kept in %s)", self._voice_mute_file)
+        if not self._physical_control:
             _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control")
             if cfg.mute.control == "switch":
                 # After MuteControl set the pull-up: close the simulated switch ("listening").
@@ -294,13 +303,15 @@ class Daemon:
         self.mute.force_muted()
         self._close_mic("voice command")
         self.pipeline.forget()
-        self.gate.mute("voice command")
-        try:
-            _write_durably(self._voice_mute_file, "muted by the voice command 'stop listening'\n")
+        if self._physical_control:
+            # Kept before the gate records it: a power cut between the two must not lose the mute.
             self._voice_muted = True
-        except OSError as e:
-            _LOG.error("the voice mute will not survive a restart: cannot write %s: %s (check daemon.state_dir)",
-                       self._voice_mute_file, e.strerror or e)
+            try:
+                _write_durably(self._voice_mute_file, "muted by the voice command 'stop listening'\n")
+            except OSError as e:
+                _LOG.error("the voice mute may not survive a restart: cannot write %s: %s (check daemon.state_dir)",
+                           self._voice_mute_file, e.strerror or e)
+        self.gate.mute("voice command")
 
     def _voice_mute_over(self) -> None:
         """The physical control opened the mic: a voice mute from before a restart no longer holds."""

@@ -11,6 +11,8 @@ Rules, in the order the code enforces them:
    If either fails, the gate enters ERROR instead and no audio flows (P2, P3, P5).
 2. Moving towards LESS audio (to MUTED, to ERROR, CAPTURING -> LISTENING): the state changes first, so
    audio stops at once, then the light and the ledger follow. If they fail, the gate enters ERROR.
+   A capture or upload cut off (to MUTED or ERROR) is wiped (`wipe`, set by its owner) before the
+   light changes; one that ends normally was handed over and wiped by its caller already (P2).
 3. Only `switch_changed(muted=False)`, called for the physical control, leaves MUTED (P1). A voice
    command can mute (`mute`) but nothing in software unmutes.
 4. ERROR leaves only through `recover()`, which re-enters MUTED or LISTENING by rule 1, as the
@@ -55,6 +57,7 @@ class PrivacyGate:
         self._clock = clock
         self._on_change = on_change
         self.debug_recording = debug_recording
+        self.wipe: Callable[[], None] | None = None  # drops all audio held past the wake detector
         self.state = State.MUTED
         self.error_reason = ""
         self._since = clock()
@@ -124,6 +127,7 @@ class PrivacyGate:
             return
         old, self.state = self.state, State.ERROR
         _LOG.error("microphone closed: %s", reason)
+        self._cut_off(old)
         self._notify(old, reason)
         for step in (lambda: self._indicator.show(State.ERROR),
                      lambda: self._ledger.append("state", **self._state_fields(old, State.ERROR, reason))):
@@ -158,8 +162,14 @@ class PrivacyGate:
     def _close(self, new: State, reason: str, record: tuple[str, dict] | None = None) -> None:
         """Towards less audio: state first, then ledger, then light."""
         old, self.state = self.state, new
+        if new is not State.LISTENING:
+            self._cut_off(old)
         self._notify(old, reason)
         self._after_closing(old, reason, record)
+
+    def _cut_off(self, old: State) -> None:
+        if old in (State.CAPTURING, State.UPLOADING) and self.wipe is not None:
+            self.wipe()
 
     def _after_closing(self, old: State, reason: str, record: tuple[str, dict] | None = None) -> None:
         try:

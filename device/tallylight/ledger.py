@@ -59,6 +59,7 @@ class Ledger:
         self._prev = GENESIS
         self._fd: int | None = None
         self._closed = False
+        self.restarted = False  # True once a damaged ledger was set aside and a new chain begun
         self.last_entry: dict[str, Any] | None = None  # the newest entry found when opening
         if self.path is not None:
             self._open()
@@ -108,6 +109,7 @@ class Ledger:
                 "(check daemon.state_dir and its permissions)"
             ) from None
         _LOG.error("ledger %s is damaged (%s); kept it as %s and started a new one", self.path, why, broken)
+        self.restarted = True
         self._open_fd()
         self.append("ledger_restarted", reason=why, previous=str(broken))
 

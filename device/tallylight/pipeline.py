@@ -56,6 +56,7 @@ class Pipeline:
         self._was_suppressed = False
         self._events: list[Event] = []
         gate._on_change = self._state_changed
+        gate.wipe = self.forget  # a capture cut off by a mute or an error: wiped before its light goes
 
     def _state_changed(self, old: State, new: State, reason: str) -> None:
         self._events.append(StateChanged(self.t, new.value, old.value, reason))
