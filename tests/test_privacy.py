@@ -305,14 +305,7 @@ def _run_with(tmp_path, mic_cls, audio, stop_after_s=None, **kw):
     daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    stopper = threading.Timer(stop_after_s, daemon.request_stop) if stop_after_s else None
-    if stopper:
-        stopper.start()
-    try:
-        rc = daemon.run()
-    finally:
-        if stopper:
-            stopper.cancel()
+    rc = _run_for(daemon, stop_after_s) if stop_after_s else daemon.run()
     states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
     return rc, daemon, mic, probe, states
 
@@ -359,6 +352,16 @@ def test_ledger_failure_fails_closed(tmp_path, clips):
     assert not mic.is_open
 
 
+def _run_for(daemon, seconds):
+    """Run the daemon until its audio ends or `seconds` pass (when what breaks keeps it from reading)."""
+    stopper = threading.Timer(seconds, daemon.request_stop)
+    stopper.start()
+    try:
+        return daemon.run()
+    finally:
+        stopper.cancel()
+
+
 class WatchedBackoff:
     """Wraps the daemon's error backoff: notes (gate state, mic open, switch muted) each time it
     starts, and can move the switch to mute then, as an owner would while the light shows ERROR."""
@@ -383,12 +386,7 @@ def _run_watched(tmp_path, mic_cls, audio, stop_after_s, mute_in_error=False, pr
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
     watch = WatchedBackoff(daemon, mic, mute_in_error)
-    stopper = threading.Timer(stop_after_s, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    _run_for(daemon, stop_after_s)
     return daemon, mic, probe, watch
 
 
@@ -468,12 +466,7 @@ def _run_once(tmp_path, mic_cls, stop_after_s=1.0, factory=None):
     daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    stopper = threading.Timer(stop_after_s, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    _run_for(daemon, stop_after_s)
     return daemon, mic, factory
 
 
@@ -559,12 +552,7 @@ def _start(cfg, factory=None, stop_after_s=1.0):
     mic = QuietMic()
     daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), source_factory=mic.plug_in)
     mic.daemon = daemon
-    stopper = threading.Timer(stop_after_s, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    _run_for(daemon, stop_after_s)
     return daemon, mic
 
 
@@ -612,12 +600,7 @@ def test_a_debug_recording_that_cannot_be_ledgered_is_not_written_and_wiped_befo
     daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
                     source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    stopper = threading.Timer(3.0, daemon.request_stop)
-    stopper.start()
-    try:
-        daemon.run()
-    finally:
-        stopper.cancel()
+    _run_for(daemon, 3.0)
     assert probe.blocks > 0 and probe.finished == 1
     assert not list(tmp_path.rglob("*.wav")), "audio went to disk that the ledger does not name"
     assert [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == [], mic.violations
