@@ -73,15 +73,19 @@ def test_without_wake_words_one_leading_unknown_word_goes():
 
 # -- weighing two recognizers (recognizer.engine = "both") -------------------------------------------
 
-def _result(text: str, confidence: float, intent: str | None, **slots):
-    return Transcript(0.0, text, confidence), (IntentMatched(0.0, intent, slots) if intent else None)
+def _result(text: str, confidence: float, intent: str | None, slots: dict | None = None):
+    return Transcript(0.0, text, confidence), (IntentMatched(0.0, intent, slots or {}) if intent else None)
 
 
 @pytest.mark.parametrize("vosk,sphinx,chosen", [
     # the same command: it
     (("lights on", 0.6, "light_on"), ("lights on", 1.0, "light_on"), "vosk"),
+    # the same command with other slot values: vosk's numbers, whatever its confidence
+    (("set a timer for thirteen minutes", 1.0, "timer", {"minutes": 13}),
+     ("set a timer for thirty minutes", 1.0, "timer", {"minutes": 30}), "vosk"),
+    (("set a timer for ninety nine minutes", 0.55, "timer", {"minutes": 99}),
+     ("set the timer for twenty nine minutes", 1.0, "timer", {"minutes": 29}), "vosk"),
     # different commands: vosk's when it is confident, else pocketsphinx's
-    (("set a timer for thirteen minutes", 1.0, "timer"), ("set a timer for thirty minutes", 1.0, "timer"), "vosk"),
     (("lights off", 0.75, "light_off"), ("lights on", 1.0, "light_on"), "sphinx"),
     (("lights off", 0.8, "light_off"), ("lights on", 1.0, "light_on"), "vosk"),
     # a command from one only: with enough confidence

@@ -148,7 +148,7 @@ class PairedUnderstander:
     and vosk drops words ("turn off lights"). The rule, chosen on the tuned voices and the tuned
     rejection sets (scripts/measure-intents --dump, one run per recognizer):
 
-    - the same command from both: that command;
+    - the same command from both: that command, with vosk's slot values when they differ;
     - different commands: vosk's if its confidence is at least PREFER_VOSK_FROM (a word posterior;
       pocketsphinx's coverage confidence is near 1.0 even on its wrong numbers), else pocketsphinx's;
     - a command from one, none from the other: taken only with the confidence ALONE_MIN names.
@@ -222,7 +222,10 @@ def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict
         return vosk
     (v_text, v_intent), (s_text, s_intent) = vosk, sphinx
     if v_intent is not None and s_intent is not None:
-        if (v_intent.name, dict(v_intent.slots)) == (s_intent.name, dict(s_intent.slots)):
+        if v_intent.name == s_intent.name:
+            # The same command, maybe with other slot values: take vosk's. pocketsphinx mishears
+            # numbers far more often ("thirteen" as "thirty", "ninety nine" as "twenty nine") and
+            # its confidence does not show it (measured: README, "vosk and pocketsphinx together").
             return vosk
         return vosk if v_text.confidence >= prefer_vosk_from else sphinx
     if v_intent is not None and v_text.confidence >= alone_min["vosk"]:
