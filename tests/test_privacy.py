@@ -605,3 +605,16 @@ def test_a_debug_recording_that_cannot_be_ledgered_is_not_written_and_wiped_befo
     assert not list(tmp_path.rglob("*.wav")), "audio went to disk that the ledger does not name"
     assert [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == [], mic.violations
     assert not mic.is_open
+
+
+def test_check_says_a_voice_mute_holds(tmp_path):
+    """After "stop listening" and a restart, `tallylight check` says why the speaker stays muted."""
+    import subprocess
+
+    _run_once(tmp_path, VoiceMuteMic)
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n')
+    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=120)
+    line = next(x for x in r.stdout.splitlines() if "state directory" in x)
+    assert 'muted by "stop listening": press the mute button, or move the switch to mute and back' in line

@@ -182,4 +182,9 @@ def _check_state_dir(cfg: Config) -> str:
     v = ledger.verify(path)
     if not v.ok:
         raise TallylightError(f"the ledger {path} failed verification: {v.problems[0]} (run `tallylight ledger --verify`)")
-    return f"{d}, ledger intact ({v.entries} entries)"
+    from tallylight.daemon import VOICE_MUTE_FILE
+
+    voice_muted = (d / VOICE_MUTE_FILE).exists()
+    return (f"{d}, ledger intact ({v.entries} entries)"
+            + ("; muted by \"stop listening\": press the mute button, or move the switch to mute and back"
+               if voice_muted else ""))

@@ -31,6 +31,10 @@ _LOG = logging.getLogger(__name__)
 # waited for: gpiozero's callback sets the mute control's edge_event, which ends a read at once.
 _FULL_CHECK_EVERY = 5
 
+# In daemon.state_dir while a "stop listening" holds: only the physical control ends it, also across
+# restarts (see Daemon.voice_mute).
+VOICE_MUTE_FILE = "voice-muted"
+
 
 def build_pipeline(cfg: Config, gate: PrivacyGate, consumer=None):
     """The same pipeline for the daemon and for `tallylight listen`."""
@@ -99,7 +103,7 @@ class Daemon:
         self.pipeline = None
         self.blocks_read = 0
         self.mute_latencies: list[float] = []  # edge -> stream closed, seconds (for scripts/bench)
-        self._voice_mute_file = cfg.state_dir / "voice-muted"
+        self._voice_mute_file = cfg.state_dir / VOICE_MUTE_FILE
         self._voice_muted = False
         self._physical_control = True  # False with simulated pins (gpio.pin_factory = "mock")
 
