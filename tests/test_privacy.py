@@ -574,7 +574,7 @@ def test_simulated_pins_do_not_keep_a_voice_mute_nobody_could_end(tmp_path):
     """gpio.pin_factory = "mock" (trying tallylight without a Pi) has no control to unmute with."""
     (tmp_path / "voice-muted").write_text("muted\n")
     cfg = replace(make_cfg(tmp_path), gpio=C.GpioConfig(pin_factory="mock"))
-    daemon, mic = _start(cfg, factory=None)
+    daemon, mic = _start(cfg, factory=None, stop_after_s=10)  # QuietMic stops it after 20 reads
     assert mic.opens == 1 and mic.reads > 0
     assert not (tmp_path / "voice-muted").exists()
 
@@ -612,9 +612,31 @@ def test_check_says_a_voice_mute_holds(tmp_path):
     import subprocess
 
     _run_once(tmp_path, VoiceMuteMic)
-    conf = tmp_path / "t.toml"
-    conf.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n')
-    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(conf)],
-                       capture_output=True, text=True, timeout=120)
-    line = next(x for x in r.stdout.splitlines() if "state directory" in x)
-    assert 'muted by "stop listening": press the mute button, or move the switch to mute and back' in line
+    for pins, expected in (("auto", 'muted by "stop listening": press the mute button, or move the switch to mute and back'),
+                           ("mock", "simulated pins have no mute control: it ends at the next start")):
+        conf = tmp_path / "t.toml"
+        conf.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n[gpio]\npin_factory = "{pins}"\n[indicator]\nkind = "terminal"\n')
+        r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(conf)],
+                           capture_output=True, text=True, timeout=120)
+        line = next(x for x in r.stdout.splitlines() if "state directory" in x)
+        assert expected in line, line
+
+
+def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
+    """The gate's wipe of a cut-off capture raising must not leave a muted state whose light and
+    ledger never followed: the gate fails closed and says why."""
+    from tallylight.gate import PrivacyGate
+    from tallylight.hardware.indicator import TerminalIndicator
+    import io
+
+    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
+    gate.switch_changed(muted=False)
+    assert gate.begin_capture()
+
+    def broken_wipe():
+        raise RuntimeError("end_utt failed")
+
+    gate.wipe = broken_wipe
+    gate.switch_changed(muted=True)
+    assert gate.state is State.ERROR and "could not wipe the audio" in gate.error_reason
+    assert not gate.mic_open_allowed

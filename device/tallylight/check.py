@@ -185,6 +185,10 @@ def _check_state_dir(cfg: Config) -> str:
     from tallylight.daemon import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()
-    return (f"{d}, ledger intact ({v.entries} entries)"
-            + ("; muted by \"stop listening\": press the mute button, or move the switch to mute and back"
-               if voice_muted else ""))
+    if voice_muted and cfg.gpio.pin_factory == "mock":
+        held = "; a \"stop listening\" is kept, but simulated pins have no mute control: it ends at the next start"
+    elif voice_muted:
+        held = "; muted by \"stop listening\": press the mute button, or move the switch to mute and back"
+    else:
+        held = ""
+    return f"{d}, ledger intact ({v.entries} entries){held}"

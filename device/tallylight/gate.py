@@ -162,14 +162,21 @@ class PrivacyGate:
     def _close(self, new: State, reason: str, record: tuple[str, dict] | None = None) -> None:
         """Towards less audio: state first, then ledger, then light."""
         old, self.state = self.state, new
-        if new is not State.LISTENING:
-            self._cut_off(old)
+        unwiped = self._cut_off(old) if new is not State.LISTENING else None
         self._notify(old, reason)
         self._after_closing(old, reason, record)
+        if unwiped:
+            self.fail(f"could not wipe the audio: {unwiped}")
 
-    def _cut_off(self, old: State) -> None:
+    def _cut_off(self, old: State) -> str | None:
+        """Wipe a capture or upload that is cut off; the reason if that failed, else None."""
         if old in (State.CAPTURING, State.UPLOADING) and self.wipe is not None:
-            self.wipe()
+            try:
+                self.wipe()
+            except Exception as e:  # the state already lets no audio flow; say why and fail closed
+                _LOG.error("could not wipe the audio of the %s: %s", old.value, _why(e))
+                return _why(e)
+        return None
 
     def _after_closing(self, old: State, reason: str, record: tuple[str, dict] | None = None) -> None:
         try:
