@@ -6,7 +6,7 @@ Ratios are measured side by side in one run, interleaved round by round, and med
 because the build machine is a shared, noisy 2-core box: CPU is counted with process_time (CPU
 seconds, not wall time), over several rounds.
 
-  scripts/bench                 all tables (about 4 minutes)
+  scripts/bench                 all tables (about 8 minutes)
   scripts/bench --quick         small sizes (the smoke test in tests/test_bench.py)
   scripts/bench --only 1,3      some tables (8 is printed with 4)
   scripts/bench --profile       also profile the daemon loop (cProfile) under table 1
@@ -19,6 +19,7 @@ Tables:
   5 time from start to listening (READY=1 on a real NOTIFY_SOCKET)
   6 end of speech to action: the real daemon fed in real time, to the action being started
   7 recognizer CPU per audio second
+  9 memory over many commands: RSS of `listen`'s pipeline over ~200 captures (does it stay flat?)
 
 Speech is made by tests/speech.py into its cache under /tmp, and every other file (ledgers, configs,
 WAVs) goes to a temporary folder that is removed at the end. The one thing kept in the checkout is the
@@ -1544,6 +1545,191 @@ def table_recognizer_cpu(ctx: "Ctx") -> Table:
 
 
 # --------------------------------------------------------------------------------------------------
+# 9. Memory over many commands
+
+
+MEMORY_CHILD = textwrap.dedent("""
+    # `tallylight listen` over one long recording of many commands: listen_file with the shipped config
+    # and make_understander, as the CLI runs it, in a fresh process. VmRSS is read each time a capture
+    # has been handed over (the consumer's finish() returned). Prints one JSON line.
+    import dataclasses, gc, io, json, sys, time, types
+    from pathlib import Path
+    from tallylight import config
+    from tallylight.hardware.indicator import TerminalIndicator
+    from tallylight.ledger import Ledger
+    from tallylight.listen import listen_file
+    from tallylight.speech.understand import make_understander
+
+    def rss_kib():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+
+    def sizes(roots, skip=frozenset()):
+        # sys.getsizeof over everything reachable from roots but `skip` (ids), not descending into
+        # classes, modules or functions: (bytes, the ids seen).
+        seen, total, todo = set(skip), 0, list(roots)
+        while todo:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+                continue
+            seen.add(id(o))
+            total += sys.getsizeof(o)
+            todo.extend(gc.get_referents(o))
+        return total, seen
+
+    class Nobody:
+        # engine "none": takes each capture's audio and hears nothing (the pipeline without a recognizer).
+        name = "nobody"
+        def process(self, block): return [], False
+        def finish(self, t): return []
+        def reset(self): pass
+        def close(self): pass
+
+    class Sampled:
+        # The consumer, untouched; VmRSS read when its finish() returns.
+        def __init__(self, inner):
+            self.inner, self.name, self.rss, self.kept = inner, inner.name, [], None
+        def process(self, block):
+            return self.inner.process(block)
+        def finish(self, t):
+            events = self.inner.finish(t)
+            if self.kept is None:  # listen_file's in-memory ledger and stand-in light, to be sized at the end
+                found = gc.get_objects()
+                self.kept = ([o for o in found if type(o) is Ledger and o.path is None],
+                             [o for o in found if type(o) is TerminalIndicator and isinstance(o.out, io.StringIO)])
+                del found
+            self.rss.append(rss_kib())
+            return events
+        def reset(self):
+            self.inner.reset()
+        def close(self):
+            self.inner.close()
+
+    config_path, wav, state_dir, engine, vosk_model = sys.argv[1:6]
+    cfg = config.load(config_path)
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, state_dir=state_dir))
+    if engine != "none":
+        cfg = dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=engine, vosk_model=vosk_model))
+    consumer = Sampled(Nobody() if engine == "none" else make_understander(cfg))
+    loaded = rss_kib()
+    c0 = time.process_time()
+    events = listen_file(cfg, Path(wav), consumer)
+    cpu = time.process_time() - c0
+    # What listen keeps of each capture: the events it returns, its in-memory ledger's entries (not
+    # counting what exists for the whole run: the consumer's grammar and models, the config) and the
+    # text its stand-in light wrote (ASCII: a byte a character).
+    ledgers, lights = consumer.kept or ([], [])
+    _, shared = sizes([consumer.inner, cfg])
+    records, _ = sizes([events] + [l.entries for l in ledgers], skip=shared)
+    records += sum(len(light.out.getvalue()) for light in lights)
+    print(json.dumps({"loaded": loaded, "rss": consumer.rss, "cpu_s": cpu, "records": records,
+                      "ledgers": len(ledgers), "lights": len(lights),
+                      "captures": sum(e.kind == "capture" for e in events),
+                      "wakes": sum(e.kind == "wake" for e in events),
+                      "intents": sum(e.kind == "intent" for e in events)}))
+""")
+
+# Ten default commands (config/tallylight.toml), each said once per round after "okay nabu".
+MEMORY_COMMANDS = COMMANDS + (("set a timer for twenty five minutes", "timer"), ("stop the alarm", "stop"))
+
+
+def memory_run(ctx: "Ctx", wav: Path, engine: str, vosk_model: str = "") -> dict:
+    """One child process: `engine` ("none": no recognizer) over `wav`; what MEMORY_CHILD prints."""
+    cmd = [sys.executable, "-c", MEMORY_CHILD, str(ROOT / "config" / "tallylight.toml"), str(wav),
+           str(ctx.tmp / f"state-memory-{engine}"), engine, vosk_model]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"the child process failed (exit {r.returncode}): {r.stderr.strip()[-400:]}") from None
+
+
+def table_memory(ctx: "Ctx") -> Table:
+    rounds = 2 if ctx.quick else 20
+    warm, window = (10, 5) if ctx.quick else (20, 10)
+    gap = silence_pcm(1.5)
+    one_round = b"".join(wav_pcm(speech.synth(f"okay nabu, {text}", voice="en-us", speed=160, lead_s=0.5, tail_s=0.3)) + gap
+                         for text, _ in MEMORY_COMMANDS)
+    wav = write_wav(ctx.tmp / "many-commands.wav", one_round * rounds)
+    said = len(MEMORY_COMMANDS) * rounds
+    audio_min = len(one_round) * rounds / BYTES_PER_SECOND / 60
+    runs = [("pocketsphinx", "pocketsphinx", "")]
+    en, why = english_vosk_model(ctx)
+    if ctx.quick:
+        en, why = None, "skipped with --quick"
+    if en is not None:
+        runs += [(f"vosk ({VOSK_EN_LABEL})", "vosk", str(en)),
+                 (f"both: vosk ({VOSK_EN_LABEL}) + pocketsphinx", "both", str(en))]
+    runs.append(("none: a consumer that takes the audio and hears nothing", "none", ""))
+    t = Table(9, "Memory over many commands: RSS of the listening pipeline as captures go by",
+              f"growth after the first {warm} captures <= 2 MiB per 200 captures, with pocketsphinx",
+              ["recognizer", "captures", "intents", f"RSS after {warm} captures MiB", "RSS at the end MiB", "growth MiB",
+               "growth per 100 captures KiB", "of which listen's records, per 100 KiB", "result"])
+    ok = False
+    details = []
+    for name, engine, model in runs:
+        judged = engine == "pocketsphinx"  # the recognizer users get without a vosk model
+        try:
+            r = memory_run(ctx, wav, engine, model)
+        except Exception as e:  # noqa: BLE001 - one recognizer's failure must not hide the other rows
+            if judged:
+                raise
+            t.notes.append(f"{name}: not measured ({type(e).__name__}: {e})")
+            continue
+        rss = r["rss"]
+        n = len(rss)
+        if n < warm + window:
+            t.rows.append([name, r["captures"], r["intents"], "-", "-", "-", "-", "-", "MISS" if judged else "-"])
+            t.notes.append(f"{name}: only {n} captures, too few to tell growth from warm-up")
+            continue
+        before = statistics.median(rss[warm - window:warm]) / 1024
+        end = statistics.median(rss[-window:]) / 1024
+        per100 = (end - before) * 1024 / (n - warm) * 100
+        records = r["records"] / 1024 / max(r["captures"], 1) * 100
+        if judged:
+            ok = per100 * 2 <= 2048
+        result = "(not judged)" if not judged else "(too few)" if ctx.quick else verdict(per100 * 2 <= 2048)
+        t.rows.append([name, r["captures"], r["intents"], before, end, end - before, per100, records, result])
+        after = rss[warm:]
+        details.append(f"{name}: {r['loaded'] / 1024:.1f} MiB before the audio (consumer made, listen_file not yet called), "
+                       f"{rss[0] / 1024:.1f} after the first capture; after the first {warm} captures each reading "
+                       f"lies within {min(after) / 1024:.1f}-{max(after) / 1024:.1f}; growth beyond listen's records "
+                       f"{per100 - records:.0f} KiB per 100 captures; {r['cpu_s']:.0f} CPU s")
+    t.verdict = "" if ctx.quick else verdict(ok)
+    t.notes.append(f"one WAV of {said} \"okay nabu, <command>\" utterances ({len(MEMORY_COMMANDS)} default commands by "
+                   f"espeak-ng en-us, 160 wpm, each followed by 1.5 s of silence, {rounds} rounds: {audio_min:.0f} min "
+                   "of audio) through tallylight.listen.listen_file with the shipped config/tallylight.toml and "
+                   "make_understander, as `tallylight listen` runs it, in a fresh child process per row (the bench's "
+                   "own memory does not count); VmRSS (/proc/self/status) read each time the consumer's finish() "
+                   "returns, i.e. as each capture is handed over")
+    t.notes.append(f"RSS after {warm} captures = the median reading of captures {warm - window + 1}-{warm}; at the end = "
+                   f"the median of the last {window}: the readings swing by several hundred KiB from one capture to "
+                   f"the next (the ranges below), so one reading is not enough; growth per 100 captures = the growth "
+                   f"over the captures between the two, scaled; judged: twice it (per 200 captures) <= 2 MiB")
+    t.notes.append("listen's records: listen_file returns every event of the file, keeps its ledger in memory "
+                   "(Ledger.in_memory: reading a file must not touch the device's ledger) and gives the gate a stand-in "
+                   "light that writes a line per change of state to a StringIO; the daemon keeps none of these in "
+                   "memory (its ledger goes to disk). They are part of the growth measured here; their size is "
+                   "sys.getsizeof over those events and ledger entries (not counting what lives for the whole run: the "
+                   "config, the grammar, the models) plus the light's text, a lower bound (the allocator's own overhead "
+                   "is not counted)")
+    t.notes.append("the 'none' row runs the same pipeline without a recognizer (wake word, VAD, capture buffer, gate, "
+                   "ledger): what grows around the recognizer")
+    t.notes += details
+    if ctx.quick:
+        t.notes.append(f"--quick: {said} captures, too few to tell a slow growth from the swing between readings, so "
+                       "not judged; the full run has 200")
+    if en is None:
+        t.notes.append(f"vosk and both: not measured ({why})")
+    else:
+        t.notes.append(f"judged on pocketsphinx only: vosk and both use the {VOSK_EN_LABEL} (tests/vosk_english.py), "
+                       "not the model users download")
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -1561,6 +1747,7 @@ class Ctx:
 
 TABLES: dict[int, Callable[[Ctx], Table]] = {
     1: table_cpu, 2: table_mute, 3: table_wake, 4: table_rss, 5: table_start, 6: table_action, 7: table_recognizer_cpu,
+    9: table_memory,
 }
 
 
@@ -1568,10 +1755,10 @@ def parse_only(text: str) -> list[int]:
     try:
         wanted = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
-        raise SystemExit(f"scripts/bench: --only takes table numbers such as 1,3 (1-8), not {text!r}") from None
-    bad = wanted - set(range(1, 9))
+        raise SystemExit(f"scripts/bench: --only takes table numbers such as 1,3 (1-9), not {text!r}") from None
+    bad = wanted - set(range(1, 10))
     if bad or not wanted:
-        raise SystemExit(f"scripts/bench: --only takes table numbers 1-8, not {text!r}")
+        raise SystemExit(f"scripts/bench: --only takes table numbers 1-9, not {text!r}")
     return sorted({4 if n == 8 else n for n in wanted})
 
 
