@@ -6,7 +6,7 @@ Ratios are measured side by side in one run, interleaved round by round, and med
 because the build machine is a shared, noisy 2-core box: CPU is counted with process_time (CPU
 seconds, not wall time), over several rounds.
 
-  scripts/bench                 all tables (about 8 minutes)
+  scripts/bench                 all tables (about 13 minutes here)
   scripts/bench --quick         small sizes (the smoke test in tests/test_bench.py)
   scripts/bench --only 1,3      some tables (8 is printed with 4)
   scripts/bench --profile       also profile the daemon loop (cProfile) under table 1
