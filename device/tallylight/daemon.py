@@ -284,7 +284,6 @@ class Daemon:
             closed_at = self._close_mic("mute control")
             if closed_at is not None and self.mute.last_edge_time is not None:
                 self.mute_latencies.append(closed_at - self.mute.last_edge_time)
-            self.pipeline.forget()  # P2: a capture's audio is wiped before its light goes off
         self.gate.switch_changed(muted)
         if not self.gate.mic_open_allowed:
             self._close_mic()
