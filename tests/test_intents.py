@@ -122,7 +122,7 @@ def test_recorded_speech_gives_no_intent(pipeline, shared_speech, synth, tmp_pat
     fired = []
     for rec in recordings:
         joined = tmp_path / f"wake+{rec.name}"
-        subprocess.run(["sox", str(wake), "-r", "16000", "-c", "1", "-b", "16", str(rec), str(joined)], check=True)
+        subprocess.run(["sox", "-R", str(wake), "-r", "16000", "-c", "1", "-b", "16", str(rec), str(joined)], check=True)
         wakes, got = intents(pipeline, joined)
         assert wakes, f"the wake word did not fire before {rec.name}: the test would mean nothing"
         if got:
