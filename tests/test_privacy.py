@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -296,16 +297,17 @@ class FailingMic(ScriptedMic):
         return super().read()
 
 
-def _run_with(tmp_path, mic_cls, audio, stop_after_s=None, **kw):
+def _run_with(tmp_path, mic_cls, audio, until=None, **kw):
     """The daemon with `mic_cls` as its mic (a ScriptedMic that breaks something); stops by itself
-    at the end of `audio`, or after `stop_after_s` when what breaks keeps it from reading on."""
+    at the end of `audio`, or once `until(daemon, progress)` holds when what breaks keeps it from
+    reading on."""
     factory = MockFactory(pin_class=MockPWMPin)
     probe = Probe()
     mic = mic_cls(audio, set(), factory, probe, **kw)
     daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    rc = _run_for(daemon, stop_after_s) if stop_after_s else daemon.run()
+    rc = _run_until(daemon, until) if until else daemon.run()
     states = [e["state"] for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
     return rc, daemon, mic, probe, states
 
@@ -337,7 +339,7 @@ class FullDiskMic(ScriptedMic):
 def test_light_failure_fails_closed(tmp_path, clips):
     """P5: if the LED cannot be driven, the mic closes (ERROR) and nothing is captured."""
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
-    rc, daemon, mic, probe, states = _run_with(tmp_path, BreakLightMic, audio, stop_after_s=3.0)
+    rc, daemon, mic, probe, states = _run_with(tmp_path, BreakLightMic, audio, until=_backed_off_twice)
     assert probe.blocks == 0, "no audio may pass the wake detector without a confirmed light"
     assert "error" in states and "capturing" not in states
     assert not mic.is_open
@@ -346,20 +348,75 @@ def test_light_failure_fails_closed(tmp_path, clips):
 def test_ledger_failure_fails_closed(tmp_path, clips):
     """P5: if the ledger cannot be written, the mic closes and stays closed."""
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 2
-    rc, daemon, mic, probe, states = _run_with(tmp_path, FullDiskMic, audio, stop_after_s=3.0)
+    rc, daemon, mic, probe, states = _run_with(tmp_path, FullDiskMic, audio, until=_backed_off_twice)
     assert probe.blocks == 0
     assert daemon.gate.state in (State.ERROR, State.MUTED)
     assert not mic.is_open
 
 
-def _run_for(daemon, seconds):
-    """Run the daemon until its audio ends or `seconds` pass (when what breaks keeps it from reading)."""
-    stopper = threading.Timer(seconds, daemon.request_stop)
-    stopper.start()
+class Progress:
+    """Counts the daemon's loop turns and error backoffs, so a test stops it once enough has happened
+    rather than after a fixed time (the same result on a fast machine and a loaded one)."""
+
+    def __init__(self, daemon):
+        self.turns = self.backoffs = self.turns_since_backoff = 0
+        turn, recover, wait = daemon._turn, daemon._recover, daemon._wait
+
+        def counted(step):
+            def run(*a):
+                self.turns += 1
+                self.turns_since_backoff += 1
+                return step(*a)
+            return run
+
+        def counted_wait(seconds):
+            self.backoffs += 1
+            self.turns_since_backoff = 0
+            return wait(seconds)
+
+        daemon._turn, daemon._recover, daemon._wait = counted(turn), counted(recover), counted_wait
+
+
+def _run_until(daemon, until, timeout_s=60.0):
+    """Run the daemon until its audio ends or `until(daemon, progress)` holds. A condition that is
+    still false after `timeout_s` fails the test: what it waits for never happened."""
+    progress = Progress(daemon)
+    over, timed_out = threading.Event(), threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + timeout_s
+        while not over.wait(0.005) and not until(daemon, progress):
+            if time.monotonic() > deadline:
+                timed_out.set()
+                break
+        daemon.request_stop()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         return daemon.run()
     finally:
-        stopper.cancel()
+        over.set()
+        watcher.join()
+        assert not timed_out.is_set(), f"the daemon never got there in {timeout_s:.0f} s ({progress.turns} turns)"
+
+
+def _backed_off_twice(daemon, progress):
+    """Failed closed, tried to recover once, and is backing off again."""
+    return progress.backoffs >= 2
+
+
+def _settled_after_an_error(daemon, progress):
+    """Failed closed, then either backing off again or recovered into a mute that has held for 20
+    turns (the owner moved the switch to mute during the error)."""
+    return _backed_off_twice(daemon, progress) or (
+        progress.backoffs >= 1 and daemon.gate.state is State.MUTED and progress.turns_since_backoff >= 20)
+
+
+def _muted_for_a_while(daemon, progress):
+    """Muted since the start for 20 loop turns (4 full checks of the switch): long enough for a mic
+    that wrongly opens to have opened."""
+    return daemon.gate is not None and daemon.gate.state is State.MUTED and progress.turns >= 20
 
 
 class WatchedBackoff:
@@ -378,7 +435,7 @@ class WatchedBackoff:
         return self._wait(seconds)
 
 
-def _run_watched(tmp_path, mic_cls, audio, stop_after_s, mute_in_error=False, probe=None):
+def _run_watched(tmp_path, mic_cls, audio, mute_in_error=False, probe=None):
     factory = MockFactory(pin_class=MockPWMPin)
     probe = probe or Probe()
     mic = mic_cls(audio, set(), factory, probe)
@@ -386,7 +443,7 @@ def _run_watched(tmp_path, mic_cls, audio, stop_after_s, mute_in_error=False, pr
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
     watch = WatchedBackoff(daemon, mic, mute_in_error)
-    _run_for(daemon, stop_after_s)
+    _run_until(daemon, _settled_after_an_error)
     return daemon, mic, probe, watch
 
 
@@ -415,7 +472,7 @@ def test_a_capture_refused_by_the_gate_closes_the_mic_at_once(tmp_path, clips, m
     opens a capture): the stream is closed in that same turn and stays closed through the error
     backoff, also when the owner moves the switch to mute while the light shows the error."""
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 4
-    daemon, mic, probe, watch = _run_watched(tmp_path, mic_cls, audio, 3.0, mute_in_error)
+    daemon, mic, probe, watch = _run_watched(tmp_path, mic_cls, audio, mute_in_error)
     assert watch.seen, "the gate never failed: the test did not test anything"
     assert probe.blocks == 0
     assert all(not is_open for _, is_open, _ in watch.seen), f"mic open during the error backoff: {watch.seen}"
@@ -442,7 +499,7 @@ def test_a_light_lost_during_a_capture_stops_it_before_the_next_block(tmp_path, 
     reaches the recognizer, and the gate fails closed."""
     audio = clips["silence"] + clips["wake+command"] + clips["silence"] * 4
     probe = LightLostMidCaptureProbe()
-    daemon, mic, probe, watch = _run_watched(tmp_path, ScriptedMic, audio, 3.0, probe=probe)
+    daemon, mic, probe, watch = _run_watched(tmp_path, ScriptedMic, audio, probe=probe)
     assert probe.blocks >= 1, "no capture started: the test did not test anything"
     assert probe.after_loss == 0, f"{probe.after_loss} blocks reached the recognizer after the light was lost"
     assert watch.seen and watch.seen[0][0] == "error" and not watch.seen[0][1]
@@ -459,14 +516,14 @@ class VoiceMuteMic(ScriptedMic):
         return super().read()
 
 
-def _run_once(tmp_path, mic_cls, stop_after_s=1.0, factory=None):
+def _run_once(tmp_path, mic_cls, until=_muted_for_a_while, factory=None):
     factory = factory or MockFactory(pin_class=MockPWMPin)
     probe = Probe()
     mic = mic_cls(bytes(BLOCK * 400), set(), factory, probe)
     daemon = Daemon(make_cfg(tmp_path), pin_factory=factory, notifier=Notifier(env={}),
                     consumer_factory=lambda: probe, source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    _run_for(daemon, stop_after_s)
+    _run_until(daemon, until)
     return daemon, mic, factory
 
 
@@ -488,7 +545,8 @@ def test_a_voice_mute_holds_across_a_restart_until_the_switch_is_cycled(tmp_path
             threading.Timer(0.2, self._switch, (False,)).start()  # ... and back to listening
             return self
 
-    _, third, _ = _run_once(tmp_path, CycledSwitchMic)
+    # Until its audio ends: it stops itself once the switch is back and the mic has read it all.
+    _, third, _ = _run_once(tmp_path, CycledSwitchMic, until=lambda daemon, progress: False)
     assert third.opens == 1 and third.reads > 0, "the physical control did not unmute"
     _, fourth, _ = _run_once(tmp_path, ScriptedMic)
     assert fourth.opens == 1, "the voice mute outlived the physical unmute"
@@ -548,11 +606,12 @@ class QuietMic:
         self.is_open = False
 
 
-def _start(cfg, factory=None, stop_after_s=1.0):
+def _start(cfg, factory=None):
+    """Until QuietMic has read 20 blocks, or the daemon has stayed muted for a while."""
     mic = QuietMic()
     daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), source_factory=mic.plug_in)
     mic.daemon = daemon
-    _run_for(daemon, stop_after_s)
+    _run_until(daemon, _muted_for_a_while)
     return daemon, mic
 
 
@@ -574,7 +633,7 @@ def test_simulated_pins_do_not_keep_a_voice_mute_nobody_could_end(tmp_path):
     """gpio.pin_factory = "mock" (trying tallylight without a Pi) has no control to unmute with."""
     (tmp_path / "voice-muted").write_text("muted\n")
     cfg = replace(make_cfg(tmp_path), gpio=C.GpioConfig(pin_factory="mock"))
-    daemon, mic = _start(cfg, factory=None, stop_after_s=10)  # QuietMic stops it after 20 reads
+    daemon, mic = _start(cfg, factory=None)  # QuietMic stops it after 20 reads
     assert mic.opens == 1 and mic.reads > 0
     assert not (tmp_path / "voice-muted").exists()
 
@@ -600,7 +659,7 @@ def test_a_debug_recording_that_cannot_be_ledgered_is_not_written_and_wiped_befo
     daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), consumer_factory=lambda: probe,
                     source_factory=mic.plug_in)
     probe.daemon = mic.daemon = daemon
-    _run_for(daemon, 3.0)
+    _run_until(daemon, _backed_off_twice)
     assert probe.blocks > 0 and probe.finished == 1
     assert not list(tmp_path.rglob("*.wav")), "audio went to disk that the ledger does not name"
     assert [v for v in mic.violations if v.startswith(("P1", "P2", "P4"))] == [], mic.violations
