@@ -10,6 +10,23 @@ sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import speech`
 import speech  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--all", action="store_true", dest="heavy_roots",
+        help="also run the installs into debootstrap roots (Debian bookworm, and arm64 under qemu): "
+             "about 8 more minutes here; CI runs them",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("heavy_roots"):
+        return
+    skip = pytest.mark.skip(reason="installs into a debootstrap root (minutes): scripts/test --all runs it, as CI does")
+    for item in items:
+        if "heavy_root" in item.keywords:
+            item.add_marker(skip)
+
+
 def _shared_dir() -> Path | None:
     """../shared beside the checkout (there in CI and for developers, never in a user's clone)."""
     env = os.environ.get("TALLYLIGHT_SHARED")

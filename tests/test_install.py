@@ -242,6 +242,7 @@ def bookworm_root(tmp_path):
         yield root
 
 
+@pytest.mark.heavy_root
 def test_real_install_in_a_debian_bookworm_root(bookworm_root, checkout, synth):
     root = bookworm_root
     shutil.copytree(checkout, root / "root/tallylight")
