@@ -12,8 +12,9 @@ tl_say() { printf 'tallylight setup: %s\n' "$*" >&2; }
 # alsa-utils for amixer/aplay, libatomic1 for vosk's library on arm64.
 TL_APT_RUN=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1)
 # And to test: sox to make test speech, PulseAudio and the ALSA plugins for a paced virtual mic,
-# systemd to score and run the units, debootstrap/qemu for the installer test on arm64.
-TL_APT_TEST=(sox libsox-fmt-all pulseaudio pulseaudio-utils libasound2-plugins systemd util-linux iproute2 debootstrap qemu-user-static binfmt-support)
+# systemd to score and run the units, debootstrap/qemu for the installer test on arm64, chromium to
+# look at the ledger page as a browser draws it.
+TL_APT_TEST=(sox libsox-fmt-all pulseaudio pulseaudio-utils libasound2-plugins systemd util-linux iproute2 debootstrap qemu-user-static binfmt-support chromium)
 
 tl_missing_packages() {
   local p missing=()

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", parents=[common], help="show when the mic was muted, listening, capturing or uploading")
     ledger.add_argument("--verify", action="store_true", help="check the hash chain: detects edits, deletions and truncation")
     ledger.add_argument("--file", type=Path, help="a ledger file (default: ledger.jsonl in the configured state directory)")
+    view = ledger.add_mutually_exclusive_group()
+    view.add_argument("--html", metavar="PAGE", type=Path,
+                      help="write one self-contained page: a timeline per day, every capture and upload, the verification")
+    view.add_argument("--follow", action="store_true", help="print the ledger, then each change as it happens (Ctrl-C ends)")
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     models = sub.add_parser("models", parents=[common], help="speech models")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
@@ -102,22 +106,56 @@ def cmd_ledger(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from tallylight import ledger
 
     path = args.file or cfg.state_dir / "ledger.jsonl"
-    if args.verify:
+    if args.verify and not args.html:
         result = ledger.verify(path)
         print(result.summary(path))
         return 0 if result.ok else 1
-    if not path.exists():
+    if not path.exists() and not args.follow:
         print(f"tallylight: no ledger at {path} yet (it is written by `tallylight run`)", file=sys.stderr)
         return 1
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         print(f"tallylight: {path} is not a ledger file (give the ledger.jsonl in daemon.state_dir)", file=sys.stderr)
         return 1
     try:
+        if args.html:
+            return _ledger_page(path, args.html)
+        if args.follow:
+            return _ledger_follow(path)
         for line in ledger.timeline(path):
             print(line)
     except OSError as e:
         print(f"tallylight: cannot read the ledger {path}: {e.strerror} (check its permissions)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _ledger_page(path: Path, page: Path) -> int:
+    from tallylight import ledger_page
+
+    if page.is_dir():
+        print(f"tallylight: --html {page} is a folder: give a file name such as {page / 'ledger.html'}", file=sys.stderr)
+        return 1
+    try:
+        ledger_page.write(path, page)
+    except OSError as e:
+        print(f"tallylight: cannot write {page}: {e.strerror} (choose a folder you can write to)", file=sys.stderr)
+        return 1
+    print(f"wrote {page}: open it in a browser (it loads nothing from the network)")
+    return 0
+
+
+def _ledger_follow(path: Path) -> int:
+    import signal
+    import threading
+
+    from tallylight import ledger_page
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if not path.exists():
+        print(f"-- no ledger at {path} yet: waiting for `tallylight run` to write one", flush=True)
+    ledger_page.follow(path, sys.stdout, stop)
     return 0
 
 

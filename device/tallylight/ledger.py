@@ -231,15 +231,20 @@ class Verification:
         return f"{path}: FAILED verification ({len(self.problems)} problem(s)):\n  " + "\n  ".join(self.problems)
 
 
+def parse_line(line: str) -> dict[str, Any] | None:
+    """One ledger line as an entry, or None when it is not a JSON object."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 def read_entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """(line number, parsed entry or None, raw line) for every line of the ledger."""
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
-            try:
-                entry = json.loads(line)
-                yield n, entry if isinstance(entry, dict) else None, line
-            except json.JSONDecodeError:
-                yield n, None, line
+            yield n, parse_line(line), line
 
 
 def verify(path: str | os.PathLike) -> Verification:
@@ -294,30 +299,34 @@ def verify(path: str | os.PathLike) -> Verification:
 def timeline(path: str | os.PathLike) -> Iterator[str]:
     """Readable lines: when the mic was muted, listening, capturing or uploading, and for how long."""
     for _, entry, _ in read_entries(Path(path)):
-        if entry is None:
-            yield "(unreadable line)"
-            continue
-        def seconds(key: str) -> str:
-            value = entry.get(key)
-            return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+        yield describe(entry)
 
-        when = str(entry.get("time", "?")).replace("T", " ")[:23]
-        ev = entry.get("event")
-        if ev == "state":
-            took = seconds("previous_s")
-            was = f" after {took} s {entry.get('from')}" if took != "?" and entry.get("from") else ""
-            yield f"{when}  {str(entry.get('state')).upper():<10} ({entry.get('reason', '')}){was}"
-        elif ev == "capture":
-            yield (f"{when}  captured {seconds('duration_s')} s of audio in RAM, "
-                   f"handed to {entry.get('handed_to', '?')} and wiped ({entry.get('end', '')})")
-        elif ev == "upload":
-            yield f"{when}  UPLOADED {entry.get('bytes')} bytes to {entry.get('destination')}"
-        elif ev == "debug_recording":
-            yield f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({seconds('duration_s')} s)"
-        elif ev == "start":
-            yield f"{when}  daemon started (version {entry.get('version')}, pid {entry.get('pid')})"
-        elif ev == "stop":
-            yield f"{when}  daemon stopped ({entry.get('reason', '')})"
-        else:
-            extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("seq", "time", "event", "prev", "hash"))
-            yield f"{when}  {ev}: {extra}"
+
+def describe(entry: dict[str, Any] | None) -> str:
+    """One entry as a readable line (`tallylight ledger`, `--follow`)."""
+    if entry is None:
+        return "(unreadable line)"
+
+    def seconds(key: str) -> str:
+        value = entry.get(key)
+        return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+    when = str(entry.get("time", "?")).replace("T", " ")[:23]
+    ev = entry.get("event")
+    if ev == "state":
+        took = seconds("previous_s")
+        was = f" after {took} s {entry.get('from')}" if took != "?" and entry.get("from") else ""
+        return f"{when}  {str(entry.get('state')).upper():<10} ({entry.get('reason', '')}){was}"
+    if ev == "capture":
+        return (f"{when}  captured {seconds('duration_s')} s of audio in RAM, "
+                f"handed to {entry.get('handed_to', '?')} and wiped ({entry.get('end', '')})")
+    if ev == "upload":
+        return f"{when}  UPLOADED {entry.get('bytes')} bytes to {entry.get('destination')}"
+    if ev == "debug_recording":
+        return f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({seconds('duration_s')} s)"
+    if ev == "start":
+        return f"{when}  daemon started (version {entry.get('version')}, pid {entry.get('pid')})"
+    if ev == "stop":
+        return f"{when}  daemon stopped ({entry.get('reason', '')})"
+    extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("seq", "time", "event", "prev", "hash"))
+    return f"{when}  {ev}: {extra}"
