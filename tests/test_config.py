@@ -50,6 +50,10 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
     ("[capture]\nring_s = 3\n", ["capture.ring_s", "0.1 to 2"]),
     ("[capture]\nring_s = 0.5\npreroll_s = 1.0\n", ["capture.preroll_s", "ring_s"]),
     ("[indicator]\nkind = \"rgbled\"\n", ["red_pin"]),
+    # A glow as bright as capturing: the light would lie (issue 13).
+    ("[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n",
+     ["indicator.kind = 'pwmled'", "LISTENING", "CAPTURING", "alike", "listening_glow to 0.25 or less"]),
+    ("[indicator]\nlistening_glow = 0.5\n", ["'auto'", "LISTENING", "CAPTURING", "listening_glow to 0.25 or less"]),
     ("[audio]\ndevice = 1.5\n", ["audio.device", "a string or an integer"]),
     ("audio = 3\n", ["[audio] must be a table"]),
     ("[audio\n", ["not valid TOML"]),
@@ -85,15 +89,22 @@ def test_missing_and_unreadable_files(tmp_path):
         config.load(bad)
 
 
-@pytest.mark.parametrize("verb", ["check", "run", "ledger", "devices"])
-def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb):
-    p = write(tmp_path, "[audio]\nblock_ms = \"fast\"\n")
+@pytest.mark.parametrize("verb, text, key", [
+    ("check", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("run", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("ledger", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("devices", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("run", "[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n", "indicator.listening_glow"),
+    ("check", "[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n", "indicator.listening_glow"),
+])
+def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb, text, key):
+    p = write(tmp_path, text)
     r = subprocess.run([sys.executable, "-m", "tallylight", verb, "--config", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 78
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "audio.block_ms" in lines[0] and str(p) in lines[0]
+    assert len(lines) == 1 and key in lines[0] and str(p) in lines[0]
 
 
 def test_state_dir_order(tmp_path, monkeypatch):

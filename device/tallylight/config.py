@@ -279,6 +279,13 @@ def _check_across(where: str, cfg: Config) -> None:
         raise ConfigError(
             f"{where}: indicator.kind = 'rgbled' needs indicator.red_pin, green_pin and blue_pin set"
         )
+    # The light exists to tell states apart: a setting that makes two of them look alike (a glow as
+    # bright as "capturing") is refused here rather than shown. The light module judges its own patterns.
+    from tallylight.hardware.indicator import light_problem
+
+    problem = light_problem(ind)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if cfg.commands:
         # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
         from tallylight.speech.commands import parse_commands
