@@ -291,6 +291,14 @@ def _check_across(where: str, cfg: Config) -> None:
         from tallylight.speech.commands import parse_commands
 
         parse_commands(cfg.commands, where)
+    # Two things on one GPIO fail only when both are used (a voice command's relay can be the light's
+    # red leg): refuse them now. A ReSpeaker profile means its I2S/I2C lines are taken; a HAT known
+    # only from this machine's sound card is for `tallylight check`.
+    from tallylight.hardware.pitfalls import pin_clashes, profile_model
+
+    clashes = pin_clashes(cfg, i2s_hat=profile_model(cfg.hardware.profile) is not None)
+    if clashes:
+        raise ConfigError(f"{where}: {clashes[0]}")
 
 
 def _toml_hint(path: Path, e: tomllib.TOMLDecodeError) -> str:
