@@ -180,6 +180,8 @@ class Config:
     actions: ActionsConfig = ActionsConfig()
     # Voice commands, parsed by tallylight.speech.commands (kept raw here: that module owns the format).
     commands: Mapping[str, Any] = field(default_factory=dict)
+    # Path keys given relative, as (key, as written, the full path used): logged and shown by `check`.
+    relative_paths: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -244,9 +246,36 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
             known = ", ".join([*_SECTIONS, "commands"])
             raise ConfigError(f"{where}: unknown section [{name}] (known sections: {known})")
         sections[name] = _build_section(where, name, _SECTIONS[name], value)
-    cfg = Config(path=path, commands=dict(raw.get("commands", {})), **sections)
+    cfg = _with_full_paths(where, Config(path=path, commands=dict(raw.get("commands", {})), **sections))
     _check_across(where, cfg)
     return cfg
+
+
+# Keys that name a file or folder. A relative one is taken from the config file's folder, as a
+# hobbyist who keeps `state_dir = "state"` beside the file expects, never from wherever tallylight
+# happens to be started (systemd starts it in /).
+PATH_KEYS = (("daemon", "state_dir"), ("debug", "record_dir"), ("recognizer", "vosk_model"),
+             ("wake", "model"), ("wake", "porcupine_access_key_file"))
+# wake.model is a builtin name ("okay_nabu") unless it holds a "/" or ends like a model file (wake.py).
+_WAKE_MODEL_FILES = (".json", ".tflite", ".ppn")
+
+
+def _with_full_paths(where: str, cfg: Config) -> Config:
+    """`cfg` with every relative path key made absolute against the config file's folder."""
+    resolved = []
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(cfg, section), key)
+        if not value or (key == "model" and "/" not in value and not value.endswith(_WAKE_MODEL_FILES)):
+            continue
+        if Path(value).expanduser().is_absolute():
+            continue
+        if cfg.path is None:
+            raise ConfigError(f"{where}: {section}.{key} = {value!r} is a relative path but there is no config "
+                              "file to take it from: give a full path")
+        full = os.path.normpath(cfg.path.absolute().parent / value)
+        resolved.append((f"{section}.{key}", value, full))
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: full})})
+    return dataclasses.replace(cfg, relative_paths=tuple(resolved)) if resolved else cfg
 
 
 def _with_profile(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
