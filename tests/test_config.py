@@ -42,7 +42,10 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("[audio]\nblock_ms = 5\n", ["audio.block_ms", "10 to 100", "5"]),
+    ("[audio]\nblock_ms = 5\n", ["audio.block_ms", "10 to 20", "5"]),
+    # Closed within 20 ms of the switch edge needs blocks of at most 20 ms (issue 13).
+    ("[audio]\nblock_ms = 100\n", ["audio.block_ms must be 10 to 20", "20 ms promise", "not 100"]),
+    ("[audio]\nblock_ms = 21\n", ["audio.block_ms must be 10 to 20"]),
     ("[audio]\nbogus = 1\n", ["unknown key audio.bogus", "block_ms"]),
     ("[nosuch]\n", ["unknown section [nosuch]"]),
     ("[wake]\nengine = \"snowboy\"\n", ["wake.engine", "'microwakeword'"]),
@@ -195,5 +198,6 @@ def test_cli_logs_and_check_shows_the_resolved_state_dir(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(p)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     lines = r.stdout.splitlines()
-    assert f"  ok       config: daemon.state_dir = 'state' is relative to the config file's folder: {folder / 'state'}" in lines
+    note = f"daemon.state_dir = 'state' is relative to the config file's folder: {folder / 'state'}"
+    assert f"  ok       config: {note}" in lines
     assert any(line.startswith(f"  ok       state directory: {folder / 'state'}") for line in lines)
