@@ -496,7 +496,8 @@ class Apa102Indicator(Indicator):
     def emitted(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
         # Whole colour bytes (as _write sends them), then dimmed by the 5-bit global brightness.
         k = cls.global_brightness(cfg) / 31
-        return tuple(round(v * 255) / 255 * k for v in cls.sent(cfg, look, colour))  # type: ignore[return-value]
+        r, g, b = (round(v * 255) / 255 * k for v in cls.sent(cfg, look, colour))
+        return (r, g, b)
 
     def _write(self, colour: RGB) -> None:
         self.strip.fill(tuple(round(v * 255) for v in colour), self._global)
