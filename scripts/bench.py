@@ -573,18 +573,43 @@ def noise_pcm(seconds: float, amplitude: float = 30.0, seed: int = 0) -> bytes:
     return np.clip(rng.normal(0, amplitude, int(seconds * RATE)), -32768, 32767).astype("<i2").tobytes()
 
 
-def table_mute(ctx: "Ctx") -> Table:
-    from audio_rigs import have_pulseaudio, pulse_mic
+# audio.block_ms values table 2 measures: the ends of the range the config accepts (10-20). The
+# README promises the mic closed within 20 ms of the edge at any of them.
+MUTE_BLOCK_MS = (10, 20)
 
-    block_ms = 20
-    goal_ms = min(block_ms, 20)
+
+def table_mute(ctx: "Ctx") -> Table:
+    from audio_rigs import have_pulseaudio
+
+    goal_ms = 20
     t = Table(2, "Mute latency: switch edge -> microphone stream closed (issue 2)",
-              f"p99 <= one block and <= 20 ms, i.e. <= {goal_ms} ms",
-              ["what", "mutes", "p50 ms", "p95 ms", "p99 ms", "max ms"])
+              f"p99 <= {goal_ms} ms at every audio.block_ms ({', '.join(map(str, MUTE_BLOCK_MS))} measured)",
+              ["what", "block ms", "mutes", "p50 ms", "p95 ms", "p99 ms", "max ms"])
     if not have_pulseaudio():
         t.verdict = "SKIPPED"
         t.notes.append("needs pulseaudio, pactl, pacat and libasound2-plugins (scripts/setup.sh test installs them)")
         return t
+    ok = True
+    for block_ms in MUTE_BLOCK_MS:
+        lat_ms, close_ms, opens = _mute_latencies(ctx, block_ms)
+        wait_ms = [a - b for a, b in zip(lat_ms, close_ms, strict=True)]
+        ok = ok and pct(lat_ms, 99) <= goal_ms
+        for label, xs in (("edge -> mic closed (the daemon's mute_latencies)", lat_ms),
+                          ("  edge -> the loop noticed it (by difference)", wait_ms),
+                          ("  MicSource.stop(): stream stopped and closed", close_ms)):
+            t.rows.append([label, block_ms, len(xs), pct(xs, 50), pct(xs, 95), pct(xs, 99), max(xs)])
+        t.notes.append(f"{block_ms} ms blocks: unmute -> listening again (mic reopened, 3 blocks read): median "
+                       f"{statistics.median(opens) * 1000:.0f} ms (includes the 30 ms unmute debounce)")
+    t.verdict = verdict(ok)
+    t.notes.insert(0, "real Daemon in a thread, real PyAudio capturing from a PulseAudio null-sink monitor in real "
+                      "time; the mute pin (MockFactory) driven at random moments from another thread; latency = the "
+                      "daemon's mute_latencies (edge time -> MicSource.stop() returned)")
+    return t
+
+
+def _mute_latencies(ctx: "Ctx", block_ms: int) -> tuple[list[float], list[float], list[float]]:
+    """(edge -> mic closed, MicSource.stop() alone, unmute -> listening) for `block_ms` blocks, in ms, ms, s."""
+    from audio_rigs import pulse_mic
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from tallylight.audio.device import MicSource
@@ -592,10 +617,11 @@ def table_mute(ctx: "Ctx") -> Table:
     from tallylight.notify import Notifier
 
     n = 5 if ctx.quick else 50
-    cfg = base_config(ctx.tmp / "state-mute", audio={"device": "virtmon", "channels": 1, "block_ms": block_ms})
+    audio = {"device": "virtmon", "channels": 1, "block_ms": block_ms}
+    cfg = base_config(ctx.tmp / f"state-mute-{block_ms}", audio=audio)
     rng = random.Random(2)
     opens: list[float] = []
-    with pulse_mic(ctx.tmp / "pa-mute", rate=16000, channels=1) as mic:
+    with pulse_mic(ctx.tmp / f"pa-mute-{block_ms}", rate=16000, channels=1) as mic:
         # Keep the null sink busy (a faint hiss), as a room is: an idle sink hands out audio in large lumps.
         mic.play(noise_pcm(n * 2.0 + 30), lead_s=0.0)
         factory = MockFactory(pin_class=MockPWMPin)
@@ -635,7 +661,8 @@ def table_mute(ctx: "Ctx") -> Table:
                 if not _wait(lambda: daemon.mic is not None and daemon.mic.is_open and daemon.blocks_read >= start + 3, 15):
                     raise RuntimeError(f"the daemon did not listen again after mute {i} ({errors or 'no error'})")
                 opens.append(time.monotonic() - t_unmute)
-                time.sleep(rng.uniform(0.05, 0.25))  # a random moment, at a random phase of the block
+                # A random moment, at a random phase of the block (and inside it, for long blocks).
+                time.sleep(rng.uniform(0.05, 0.05 + 2 * block_ms / 1000 + 0.2))
                 pin.drive_high()  # open the switch: mute
                 if not _wait(lambda: len(daemon.mute_latencies) > i, 5):
                     raise RuntimeError(f"mute {i} was not recorded ({errors or 'no error'})")
@@ -646,21 +673,7 @@ def table_mute(ctx: "Ctx") -> Table:
             daemon.request_stop()
             thread.join(15)
     lat_ms = [x * 1000 for x in daemon.mute_latencies]
-    n = len(lat_ms)
-    close_ms = [x * 1000 for x in close_s[:n]]
-    wait_ms = [a - b for a, b in zip(lat_ms, close_ms)]
-    p99 = pct(lat_ms, 99)
-    for label, xs in (("edge -> mic closed (the daemon's mute_latencies)", lat_ms),
-                      ("  edge -> the loop noticed it (by difference)", wait_ms),
-                      ("  MicSource.stop(): stream stopped and closed", close_ms)):
-        t.rows.append([label, len(xs), pct(xs, 50), pct(xs, 95), pct(xs, 99), max(xs)])
-    t.verdict = verdict(p99 <= goal_ms)
-    t.notes.append(f"real Daemon in a thread, real PyAudio capturing from a PulseAudio null-sink monitor in real time, "
-                   f"{block_ms} ms blocks; the mute pin (MockFactory) driven at random moments from another thread; "
-                   "latency = the daemon's mute_latencies (edge time -> MicSource.stop() returned)")
-    t.notes.append(f"unmute -> listening again (mic reopened, 3 blocks read): median {statistics.median(opens) * 1000:.0f} ms "
-                   f"(includes the 30 ms unmute debounce)")
-    return t
+    return lat_ms, [x * 1000 for x in close_s[:len(lat_ms)]], opens
 
 
 def _wait(cond: Callable[[], bool], timeout: float, step: float = 0.002) -> bool:

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,10 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("[audio]\nblock_ms = 5\n", ["audio.block_ms", "10 to 100", "5"]),
+    ("[audio]\nblock_ms = 5\n", ["audio.block_ms", "10 to 20", "5"]),
+    # Closed within 20 ms of the switch edge needs blocks of at most 20 ms (issue 13).
+    ("[audio]\nblock_ms = 100\n", ["audio.block_ms must be 10 to 20", "20 ms promise", "not 100"]),
+    ("[audio]\nblock_ms = 21\n", ["audio.block_ms must be 10 to 20"]),
     ("[audio]\nbogus = 1\n", ["unknown key audio.bogus", "block_ms"]),
     ("[nosuch]\n", ["unknown section [nosuch]"]),
     ("[wake]\nengine = \"snowboy\"\n", ["wake.engine", "'microwakeword'"]),
@@ -50,6 +54,10 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
     ("[capture]\nring_s = 3\n", ["capture.ring_s", "0.1 to 2"]),
     ("[capture]\nring_s = 0.5\npreroll_s = 1.0\n", ["capture.preroll_s", "ring_s"]),
     ("[indicator]\nkind = \"rgbled\"\n", ["red_pin"]),
+    # A glow as bright as capturing: the light would lie (issue 13).
+    ("[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n",
+     ["indicator.kind = 'pwmled'", "LISTENING", "CAPTURING", "alike", "listening_glow to 0.25 or less"]),
+    ("[indicator]\nlistening_glow = 0.5\n", ["'auto'", "LISTENING", "CAPTURING", "listening_glow to 0.25 or less"]),
     ("[audio]\ndevice = 1.5\n", ["audio.device", "a string or an integer"]),
     ("audio = 3\n", ["[audio] must be a table"]),
     ("[audio\n", ["not valid TOML"]),
@@ -85,15 +93,22 @@ def test_missing_and_unreadable_files(tmp_path):
         config.load(bad)
 
 
-@pytest.mark.parametrize("verb", ["check", "run", "ledger", "devices"])
-def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb):
-    p = write(tmp_path, "[audio]\nblock_ms = \"fast\"\n")
+@pytest.mark.parametrize("verb, text, key", [
+    ("check", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("run", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("ledger", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("devices", "[audio]\nblock_ms = \"fast\"\n", "audio.block_ms"),
+    ("run", "[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n", "indicator.listening_glow"),
+    ("check", "[indicator]\nkind = \"pwmled\"\nlistening_glow = 1.0\n", "indicator.listening_glow"),
+])
+def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb, text, key):
+    p = write(tmp_path, text)
     r = subprocess.run([sys.executable, "-m", "tallylight", verb, "--config", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 78
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "audio.block_ms" in lines[0] and str(p) in lines[0]
+    assert len(lines) == 1 and key in lines[0] and str(p) in lines[0]
 
 
 def test_state_dir_order(tmp_path, monkeypatch):
@@ -128,3 +143,61 @@ def test_models_download_takes_config_after_the_name(tmp_path):
     for argv, config_file in ((["models", "--config", "A", "download", "x"], "A"),
                               (["models", "download", "x", "--config", "B"], "B")):
         assert str(_parser().parse_args(argv).config) == config_file
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeypatch):
+    """Not from the working directory (systemd starts tallylight in /): issue 13."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    p = folder / "t.toml"
+    p.write_text('[daemon]\nstate_dir = "state"\n[debug]\nrecord_dir = "../rec"\n'
+                 '[recognizer]\nvosk_model = "models/vosk"\n'
+                 '[wake]\nmodel = "mine.json"\nporcupine_access_key_file = "pv.key"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = config.load(Path("..") / "etc" / "t.toml")  # a relative --config too
+    assert cfg.state_dir == folder / "state"
+    assert Path(cfg.debug.record_dir) == tmp_path / "rec"
+    assert Path(cfg.recognizer.vosk_model) == folder / "models" / "vosk"
+    assert Path(cfg.wake.model) == folder / "mine.json"
+    assert Path(cfg.wake.porcupine_access_key_file) == folder / "pv.key"
+    assert [key for key, _, _ in cfg.relative_paths] == [
+        "daemon.state_dir", "debug.record_dir", "recognizer.vosk_model", "wake.model", "wake.porcupine_access_key_file"]
+    assert ("daemon.state_dir", "state", str(folder / "state")) in cfg.relative_paths
+
+
+def test_full_paths_and_names_stay_as_they_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    p = write(tmp_path, f'[daemon]\nstate_dir = "~/tl"\n[debug]\nrecord_dir = "{tmp_path / "rec"}"\n'
+                        '[wake]\nmodel = "hey_jarvis"\n')
+    cfg = config.load(p)
+    assert cfg.state_dir == tmp_path / "home" / "tl"
+    assert cfg.debug.record_dir == str(tmp_path / "rec") and cfg.wake.model == "hey_jarvis"
+    assert cfg.relative_paths == ()
+
+
+def test_a_relative_path_without_a_config_file_is_refused():
+    with pytest.raises(ConfigError) as e:
+        config.from_dict({"daemon": {"state_dir": "state"}})
+    assert str(e.value) == ("<config>: daemon.state_dir = 'state' is a relative path but there is no config file "
+                            "to take it from: give a full path")
+
+
+def test_cli_logs_and_check_shows_the_resolved_state_dir(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    p = folder / "t.toml"
+    p.write_text('[daemon]\nstate_dir = "state"\nlog_level = "info"\n[gpio]\npin_factory = "mock"\n'
+                 '[indicator]\nkind = "terminal"\n')
+    r = subprocess.run([sys.executable, "-m", "tallylight", "ledger", "--config", str(p)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (f"INFO tallylight.cli: daemon.state_dir = 'state' is relative to the config file's folder: "
+            f"using {folder / 'state'}") in r.stderr.splitlines()
+    assert f"no ledger at {folder / 'state' / 'ledger.jsonl'}" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(p)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = r.stdout.splitlines()
+    note = f"daemon.state_dir = 'state' is relative to the config file's folder: {folder / 'state'}"
+    assert f"  ok       config: {note}" in lines
+    assert any(line.startswith(f"  ok       state directory: {folder / 'state'}") for line in lines)

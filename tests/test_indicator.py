@@ -13,8 +13,8 @@ from tallylight.errors import HardwareError, IndicatorError
 from tallylight.gate import State
 from tallylight.hardware.indicator import (
     AMBER, BLUE, DEBUG_RECORDING, GREEN, MAGENTA, OFF, ON, PATTERNS, RED, WHITE,
-    Apa102Indicator, LedIndicator, PwmLedIndicator, RgbLedIndicator, TerminalIndicator,
-    make_indicator, pattern_for,
+    INDICATOR_KINDS, Apa102Indicator, LedIndicator, Look, Pattern, PwmLedIndicator, RgbLedIndicator,
+    TerminalIndicator, alike_patterns, light_problem, make_indicator, pattern_for,
 )
 from tallylight.hardware.pins import make_pin_factory
 
@@ -104,6 +104,77 @@ def test_readme_table_names_every_pattern(repo):
         assert p.mono.text in row and p.colour.text in row, state
     row = next(line for line in doc.splitlines() if line.startswith("| Debug recording |"))
     assert DEBUG_RECORDING.mono.text in row and DEBUG_RECORDING.colour.text in row
+
+
+# --- no two states alike ------------------------------------------------------------------------
+
+GLOW_KINDS = [
+    IndicatorConfig(kind="pwmled", pin=27),
+    IndicatorConfig(kind="rgbled", red_pin=22, green_pin=23, blue_pin=24),
+    IndicatorConfig(kind="apa102", led_count=3),
+]
+
+
+@pytest.mark.parametrize("kind", ["auto", *INDICATOR_KINDS])
+@pytest.mark.parametrize("glow, brightness", [(0.0, 1.0), (0.1, 0.5), (0.25, 0.05), (0.0, 0.05)])
+def test_every_kind_tells_every_state_apart_with_a_sane_glow(kind, glow, brightness):
+    cfg = IndicatorConfig(kind=kind, red_pin=22, green_pin=23, blue_pin=24, listening_glow=glow,
+                          brightness=brightness)
+    assert alike_patterns(cfg) == [] and light_problem(cfg) is None
+
+
+@pytest.mark.parametrize("kind, glow, alike", [
+    ("pwmled", 1.0, True), ("pwmled", 0.3, True), ("pwmled", 0.25, False),
+    ("auto", 0.9, True),  # auto with a glow is a PWM LED
+    ("led", 1.0, False),  # cannot glow: listening stays off
+    ("rgbled", 1.0, False), ("apa102", 1.0, False),  # a bright green is still not white
+])
+def test_a_glow_as_bright_as_capturing_looks_alike(kind, glow, alike):
+    cfg = IndicatorConfig(kind=kind, red_pin=22, green_pin=23, blue_pin=24, listening_glow=glow)
+    pairs = [(a, b) for _, (a, _), (b, _) in alike_patterns(cfg)]
+    assert pairs == ([("LISTENING", "CAPTURING")] if alike else [])
+    problem = light_problem(cfg)
+    assert (problem is not None) == alike
+    if alike:
+        assert "\n" not in problem and "set indicator.listening_glow to 0.25 or less" in problem
+
+
+def test_looks_alike_is_judged_from_the_pattern_table(monkeypatch):
+    """Change the table so errors blink like uploads on a single LED: the check sees it, with no list
+    of its own to update."""
+    fast = PATTERNS[State.UPLOADING].mono
+    monkeypatch.setitem(PATTERNS, State.ERROR, Pattern("ERROR", mono=fast, colour=PATTERNS[State.ERROR].colour))
+    for kind in ("led", "pwmled"):
+        pairs = [(a, b) for _, (a, _), (b, _) in alike_patterns(IndicatorConfig(kind=kind))]
+        assert pairs == [("UPLOADING", "ERROR")], kind
+    assert alike_patterns(IndicatorConfig(kind="rgbled", red_pin=22, green_pin=23, blue_pin=24)) == []  # amber != blue
+    # Off-on is on-off seen a moment later; a different rhythm is a different look.
+    shifted = Look("x", OFF, 0.1, ON, 0.1)
+    monkeypatch.setitem(PATTERNS, State.ERROR, Pattern("ERROR", mono=shifted, colour=PATTERNS[State.ERROR].colour))
+    assert [a for _, (a, _), _ in alike_patterns(IndicatorConfig(kind="led"))] == ["UPLOADING"]
+    slower = Look("x", ON, 0.3, OFF, 0.3)
+    monkeypatch.setitem(PATTERNS, State.ERROR, Pattern("ERROR", mono=slower, colour=PATTERNS[State.ERROR].colour))
+    assert alike_patterns(IndicatorConfig(kind="led")) == []
+
+
+@pytest.mark.parametrize("cfg", GLOW_KINDS, ids=lambda c: c.kind)
+def test_appearance_is_what_the_light_really_shows(factory, cfg):
+    """The check's idea of each state's first phase is what the real light writes and reads back."""
+    cfg = IndicatorConfig(**{**cfg.__dict__, "listening_glow": 0.2, "brightness": 0.5})
+    spi = RecordingSpi()
+    ind = make_indicator(cfg, factory, spi=spi)
+    for state in State:
+        ind.show(state)
+        if cfg.kind == "apa102":
+            head, b, g, r = spi.writes[-1][4:8]
+            shown = tuple(v / 255 * (head & 0x1F) / 31 for v in (r, g, b))
+        elif cfg.kind == "rgbled":
+            shown = rgb(factory)
+        else:
+            shown = (factory.pin(27).state,) * 3
+        light, _ = type(ind).appearance(cfg, PATTERNS[state]).phases[0]
+        assert shown == pytest.approx(light, abs=1e-6), state
+    ind.close()
 
 
 # --- single LED --------------------------------------------------------------------------------

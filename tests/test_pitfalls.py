@@ -1,6 +1,9 @@
 """Hardware pitfalls for `tallylight check`, with fake /dev, /proc/asound/cards and config.txt in
 tmp_path; and the hardware profiles, each parsed by the real config loader."""
 
+import json
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -151,39 +154,79 @@ def test_usb_mic_expects_no_card(machine):
 
 # --- pins and light settings -------------------------------------------------------------------
 
-def test_two_things_on_one_pin(machine):
-    cfg = cfg_of(mute={"pin": 27}, indicator={"kind": "led", "pin": 27})
-    problems = pitfalls.pin_problems(cfg, None, machine.cards, machine.boot)
-    assert problems == ["mute.pin and indicator.pin are both GPIO27: give each its own pin"]
+FAN = {"phrases": ["fan on"], "action": "gpio", "set": "on"}
 
 
-def test_pin_on_the_spi_bus_of_the_leds(machine):
-    cfg = cfg_of(mute={"pin": 10}, indicator={"kind": "apa102"})
-    problems = pitfalls.pin_problems(cfg, None, machine.cards, machine.boot)
-    assert problems == ["mute.pin is GPIO10, which is the SPI0 MOSI line: move it to a free GPIO"]
+@pytest.mark.parametrize("sections, clash", [
+    ({"mute": {"pin": 27}, "indicator": {"kind": "led", "pin": 27}},
+     "mute.pin and indicator.pin are both GPIO27: give each its own pin"),
+    ({"mute": {"pin": 24}, "indicator": {"kind": "rgbled", "red_pin": 23, "green_pin": 24, "blue_pin": 25}},
+     "mute.pin and indicator.green_pin are both GPIO24: give each its own pin"),
+    ({"indicator": {"kind": "rgbled", "red_pin": 23, "green_pin": 23, "blue_pin": 25}},
+     "indicator.red_pin and indicator.green_pin are both GPIO23: give each its own pin"),
+    ({"mute": {"pin": 10}, "indicator": {"kind": "apa102"}},
+     "mute.pin is GPIO10, which is the SPI0 MOSI line: move it to a free GPIO"),
+    ({"mute": {"pin": 26}, "indicator": {"kind": "apa102", "spi_bus": 1, "power_pin": 21}},
+     "indicator.power_pin is GPIO21, which is the SPI1 SCLK line: move it to a free GPIO"),
+    ({"indicator": {"kind": "apa102", "spi_bus": 1}},  # the default mute.pin 17 is SPI1's CE1
+     "mute.pin is GPIO17, which is the SPI1 CE1 line: move it to a free GPIO"),
+    # The default light commands drive GPIO22: an RGB LED with its red leg there collides.
+    ({"indicator": {"kind": "rgbled", "red_pin": 22, "green_pin": 23, "blue_pin": 24}},
+     "the default command light_on drives GPIO22, which indicator.red_pin also uses: give one of them a free GPIO"),
+    ({"commands": {"fan": {**FAN, "pin": 17}}},
+     "commands.fan drives GPIO17, which mute.pin also uses: give one of them a free GPIO"),
+    ({"commands": {"fan": {**FAN, "pin": 9}}, "indicator": {"kind": "apa102"}},
+     "commands.fan drives GPIO9, which is the SPI0 MISO line: move it to a free GPIO"),
+    # A ReSpeaker profile: its I2S lines and its LED power pin are known from the config alone.
+    ({"hardware": {"profile": "respeaker-2mic"}, "commands": {"fan": {**FAN, "pin": 18}}},
+     "commands.fan drives GPIO18, which is the I2S clock line: move it to a free GPIO"),
+    ({"hardware": {"profile": "respeaker-4mic"}, "commands": {"fan": {**FAN, "pin": 5}}},
+     "commands.fan drives GPIO5, which indicator.power_pin also uses: give one of them a free GPIO"),
+])
+def test_two_things_on_one_pin_are_refused_at_load(tmp_path, sections, clash):
+    with pytest.raises(ConfigError) as e:
+        cfg_of(**sections)
+    assert str(e.value) == f"<config>: {clash}"
+    # Through the file and the CLI: exit 78 and one line, before anything is opened.
+    text = "".join(f"[{name}]\n" + "".join(f"{k} = {tomllib_value(v)}\n" for k, v in keys.items())
+                   for name, keys in sections.items() if name != "commands")
+    for name, cmd in sections.get("commands", {}).items():
+        text += f"[commands.{name}]\n" + "".join(f"{k} = {tomllib_value(v)}\n" for k, v in cmd.items())
+    path = tmp_path / "clash.toml"
+    path.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "tallylight", "run", "--config", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78 and r.stderr.strip() == f"tallylight: {path}: {clash}"
 
 
-def test_pin_on_the_i2s_lines_of_a_sound_hat(machine):
+def tomllib_value(v):
+    return json.dumps(v)  # strings, numbers and lists of strings are written alike in TOML and JSON
+
+
+@pytest.mark.parametrize("sections", [
+    {"mute": {"pin": -1}, "indicator": {"kind": "rgbled", "red_pin": 23, "green_pin": 24, "blue_pin": 25,
+                                         "power_pin": -1}},
+    {"indicator": {"kind": "terminal", "pin": 17}},  # the terminal light uses no pin
+    {"indicator": {"kind": "led", "red_pin": 17}},  # red_pin means nothing to a plain LED
+    {"indicator": {"kind": "apa102", "pin": 10}},  # nor indicator.pin to APA102 LEDs
+    {"commands": {"fan": {**FAN, "pin": 26}, "fan_off": {**FAN, "phrases": ["fan off"], "pin": 26}}},
+])
+def test_pins_that_do_not_clash_load(sections):
+    cfg_of(**sections)
+
+
+def test_pin_on_the_i2s_lines_of_a_sound_hat_this_machine_has(machine):
+    """A HAT known only from the sound card (no profile): that is for `tallylight check`."""
     machine.cards.write_text(CARDS_2MIC)
     cfg = cfg_of(indicator={"kind": "rgbled", "red_pin": 18, "green_pin": 23, "blue_pin": 24})
     problems = pitfalls.pin_problems(cfg, None, machine.cards, machine.boot)
     assert problems == ["indicator.red_pin is GPIO18, which is the I2S clock line: move it to a free GPIO"]
-
-
-def test_a_voice_command_on_a_pin_the_hardware_uses(machine):
-    # The default light commands drive GPIO22: an RGB LED with its red leg there collides.
-    cfg = cfg_of(indicator={"kind": "rgbled", "red_pin": 22, "green_pin": 23, "blue_pin": 24})
-    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
-        "the default command light_on drives GPIO22, which indicator.red_pin also uses: give one of them a free GPIO"]
-    fan = {"phrases": ["fan on"], "action": "gpio", "set": "on"}
-    cfg = cfg_of(commands={"fan": {**fan, "pin": 17}})
-    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
-        "commands.fan drives GPIO17, which mute.pin also uses: give one of them a free GPIO"]
-    machine.cards.write_text(CARDS_2MIC)
-    cfg = cfg_of(commands={"fan": {**fan, "pin": 18}})
+    cfg = cfg_of(commands={"fan": {**FAN, "pin": 18}})
     assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == [
         "commands.fan drives GPIO18, which is the I2S clock line: move it to a free GPIO"]
-    assert pitfalls.pin_problems(cfg_of(commands={"fan": {**fan, "pin": 26}}), None, machine.cards, machine.boot) == []
+    assert pitfalls.pin_problems(cfg_of(commands={"fan": {**FAN, "pin": 26}}), None, machine.cards, machine.boot) == []
+    machine.cards.write_text(CARDS_HDMI_ONLY)
+    assert pitfalls.pin_problems(cfg, None, machine.cards, machine.boot) == []
 
 
 def test_led_cannot_glow_and_too_dim(machine):
@@ -211,9 +254,9 @@ def test_a_sound_setup_has_no_problems(machine):
 
 def test_check_hardware_collects_everything(machine):
     machine.boot.write_text("dtoverlay=seeed-4mic-voicecard\n")
-    problems = machine.check(cfg_of(mute={"pin": 10}, indicator={"kind": "apa102"}))
+    problems = machine.check(cfg_of(mute={"pin": 19}, indicator={"kind": "apa102"}))
     text = "\n".join(problems)
-    for needle in ("raspi-config", "power_pin", "led_count", "sound card", "SPI0 MOSI"):
+    for needle in ("raspi-config", "power_pin", "led_count", "sound card", "I2S frame"):
         assert needle in text
     assert_one_liners(problems)
 

@@ -36,6 +36,8 @@ def run_checks(cfg: Config, out: TextIO) -> int:
     r = _Report(out)
     out.write(f"tallylight check: {cfg.path}\n")
     r.ok("config", "valid" + (f", hardware profile {cfg.hardware.profile!r}" if cfg.hardware.profile else ""))
+    for key, written, full in cfg.relative_paths:
+        r.ok("config", f"{key} = {written!r} is relative to the config file's folder: {full}")
     r.attempt("audio input", lambda: _check_audio(cfg, out))
     r.attempt("GPIO", lambda: _check_gpio(cfg))
     from tallylight.hardware.pitfalls import check_hardware

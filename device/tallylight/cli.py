@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _load_config(args)
         _setup_logging("debug" if args.verbose else cfg.daemon.log_level)
+        for key, written, full in cfg.relative_paths:
+            _LOG.info("%s = %r is relative to the config file's folder: using %s", key, written, full)
         return _VERBS[args.verb](cfg, args)
     except TallylightError as e:
         print(f"tallylight: {e}", file=sys.stderr)

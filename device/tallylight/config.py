@@ -40,6 +40,15 @@ def _pin(value: Any) -> str | None:
     return None if value == -1 or 0 <= value <= 27 else "a BCM GPIO number 0-27, or -1 for none"
 
 
+def _block_ms(value: Any) -> str | None:
+    # A mute edge ends a waiting read at once, but a block already read is processed to its end (wake
+    # word, VAD, recognizer) before the loop closes the mic. Processing keeps up with real time, so
+    # that is under one block: 20 ms blocks keep the README's "closed within 20 ms of the edge" true.
+    if 10 <= value <= 20:
+        return None
+    return "10 to 20 (a mute waits for the block in hand: longer blocks break the 20 ms promise)"
+
+
 def _key(default: Any, check: Callable[[Any], str | None] | None = None, types: tuple = ()) -> Any:
     """A config key: its default, an optional value check, and the accepted TOML types."""
     return field(default=default, metadata={"check": check, "types": types or (type(default),)})
@@ -57,7 +66,7 @@ class AudioConfig:
     channels: int = _key(0, _range(0, 32))
     channel_mode: str = _key("mean", _choice("mean", "loudest", "single"))
     channel: int = _key(0, _range(0, 31))
-    block_ms: int = _key(20, _range(10, 100))
+    block_ms: int = _key(20, _block_ms)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,8 @@ class Config:
     actions: ActionsConfig = ActionsConfig()
     # Voice commands, parsed by tallylight.speech.commands (kept raw here: that module owns the format).
     commands: Mapping[str, Any] = field(default_factory=dict)
+    # Path keys given relative, as (key, as written, the full path used): logged and shown by `check`.
+    relative_paths: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -244,9 +255,36 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
             known = ", ".join([*_SECTIONS, "commands"])
             raise ConfigError(f"{where}: unknown section [{name}] (known sections: {known})")
         sections[name] = _build_section(where, name, _SECTIONS[name], value)
-    cfg = Config(path=path, commands=dict(raw.get("commands", {})), **sections)
+    cfg = _with_full_paths(where, Config(path=path, commands=dict(raw.get("commands", {})), **sections))
     _check_across(where, cfg)
     return cfg
+
+
+# Keys that name a file or folder. A relative one is taken from the config file's folder, as a
+# hobbyist who keeps `state_dir = "state"` beside the file expects, never from wherever tallylight
+# happens to be started (systemd starts it in /).
+PATH_KEYS = (("daemon", "state_dir"), ("debug", "record_dir"), ("recognizer", "vosk_model"),
+             ("wake", "model"), ("wake", "porcupine_access_key_file"))
+# wake.model is a builtin name ("okay_nabu") unless it holds a "/" or ends like a model file (wake.py).
+_WAKE_MODEL_FILES = (".json", ".tflite", ".ppn")
+
+
+def _with_full_paths(where: str, cfg: Config) -> Config:
+    """`cfg` with every relative path key made absolute against the config file's folder."""
+    resolved = []
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(cfg, section), key)
+        if not value or (key == "model" and "/" not in value and not value.endswith(_WAKE_MODEL_FILES)):
+            continue
+        if Path(value).expanduser().is_absolute():
+            continue
+        if cfg.path is None:
+            raise ConfigError(f"{where}: {section}.{key} = {value!r} is a relative path but there is no config "
+                              "file to take it from: give a full path")
+        full = os.path.normpath(cfg.path.absolute().parent / value)
+        resolved.append((f"{section}.{key}", value, full))
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{key: full})})
+    return dataclasses.replace(cfg, relative_paths=tuple(resolved)) if resolved else cfg
 
 
 def _with_profile(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -279,11 +317,26 @@ def _check_across(where: str, cfg: Config) -> None:
         raise ConfigError(
             f"{where}: indicator.kind = 'rgbled' needs indicator.red_pin, green_pin and blue_pin set"
         )
+    # The light exists to tell states apart: a setting that makes two of them look alike (a glow as
+    # bright as "capturing") is refused here rather than shown. The light module judges its own patterns.
+    from tallylight.hardware.indicator import light_problem
+
+    problem = light_problem(ind)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if cfg.commands:
         # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
         from tallylight.speech.commands import parse_commands
 
         parse_commands(cfg.commands, where)
+    # Two things on one GPIO fail only when both are used (a voice command's relay can be the light's
+    # red leg): refuse them now. A ReSpeaker profile means its I2S/I2C lines are taken; a HAT known
+    # only from this machine's sound card is for `tallylight check`.
+    from tallylight.hardware.pitfalls import pin_clashes, profile_model
+
+    clashes = pin_clashes(cfg, i2s_hat=profile_model(cfg.hardware.profile) is not None)
+    if clashes:
+        raise ConfigError(f"{where}: {clashes[0]}")
 
 
 def _toml_hint(path: Path, e: tomllib.TOMLDecodeError) -> str:

@@ -19,6 +19,7 @@ reserved for "capturing", the one thing the tally light exists to show.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -117,6 +118,61 @@ def pattern_for(state: State, recording: bool = False) -> Pattern:
     return PATTERNS[State(state)]
 
 
+# Two steady lights of one colour are told apart, without the other beside them to compare, only
+# when one gives at least this many times the light of the other: perceived brightness goes roughly
+# as the cube root of the light (CIE lightness), so a quarter of the light still looks about 60% as
+# bright, and a half looks nearly the same (about 75%).
+DISTINCT_LEVEL_RATIO = 4.0
+# Colours (each scaled to its brightest channel) differing by less than this in every channel are
+# the same colour to the eye.
+_HUE_TOLERANCE = 0.25
+# Blink phases this close in length (seconds) are the same rhythm.
+_RHYTHM_TOLERANCE_S = 0.05
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """What one pattern looks like in the room: a cycle of (light as emitted, seconds) phases, one
+    phase for a steady light; or, on the terminal, the line printed."""
+
+    phases: tuple[tuple[RGB, float], ...] = ()
+    text: str = ""
+
+    def alike(self, other: Appearance) -> bool:
+        """Whether a person could not tell the two apart by looking (or reading)."""
+        if self.text or other.text:
+            return self.text == other.text
+        if len(self.phases) != len(other.phases):
+            return False
+        n = len(self.phases)
+        # A cycle may start at any phase: on-off and off-on blinking look the same.
+        return any(all(_phase_alike(self.phases[i], other.phases[(i + shift) % n]) for i in range(n))
+                   for shift in range(n))
+
+    def describe(self) -> str:
+        if self.text:
+            return repr(self.text)
+        return " then ".join(_fmt(c) + (f" for {s:g} s" if s else " steady") for c, s in self.phases)
+
+
+def _phase_alike(a: tuple[RGB, float], b: tuple[RGB, float]) -> bool:
+    return abs(a[1] - b[1]) < _RHYTHM_TOLERANCE_S and _light_alike(a[0], b[0])
+
+
+def _light_alike(a: RGB, b: RGB) -> bool:
+    la, lb = max(a), max(b)
+    if la <= 0 or lb <= 0:
+        return la <= 0 and lb <= 0  # dark is told apart from any light at all
+    if max(la, lb) / min(la, lb) >= DISTINCT_LEVEL_RATIO:
+        return False
+    return all(abs(x / la - y / lb) < _HUE_TOLERANCE for x, y in zip(a, b, strict=True))
+
+
+def every_pattern() -> dict[str, Pattern]:
+    """Every pattern the README's light table tells apart, by name."""
+    return {**{p.name: p for p in PATTERNS.values()}, DEBUG_RECORDING.name: DEBUG_RECORDING}
+
+
 class Indicator:
     """Base of every light. Subclasses say how to write and read back one colour."""
 
@@ -143,10 +199,31 @@ class Indicator:
     def _release(self) -> None:
         raise NotImplementedError
 
-    def _scale(self, look: Look, colour: RGB) -> RGB:
-        """The colour actually sent, after listening_glow and brightness."""
-        k = self.cfg.brightness * (self.cfg.listening_glow if look.glow else 1.0)
+    @classmethod
+    def sent(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
+        """The colour actually sent for `colour` of `look`, after listening_glow and brightness."""
+        k = cfg.brightness * (cfg.listening_glow if look.glow else 1.0)
         return (colour[0] * k, colour[1] * k, colour[2] * k)
+
+    @classmethod
+    def emitted(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
+        """The light that comes out for `colour` of `look`: what a person in the room sees."""
+        return cls.sent(cfg, look, colour)
+
+    @classmethod
+    def appearance(cls, cfg: IndicatorConfig, pattern: Pattern) -> Appearance:
+        """What `pattern` looks like on this kind of light with `cfg`: its phases as emitted."""
+        look = pattern.colour if cls.colour_light else pattern.mono
+        first = cls.emitted(cfg, look, look.first)
+        if look.steady:
+            return Appearance(((first, 0.0),))
+        second = cls.emitted(cfg, look, look.second)
+        if _light_alike(first, second):  # a "blink" between two lights nobody can tell apart is steady
+            return Appearance(((first, 0.0),))
+        return Appearance(((first, look.first_s), (second, look.second_s)))
+
+    def _scale(self, look: Look, colour: RGB) -> RGB:
+        return self.sent(self.cfg, look, colour)
 
     def _same(self, want: RGB, got: RGB) -> bool:
         return all(abs(w - g) < 0.01 for w, g in zip(want, got))
@@ -303,6 +380,10 @@ class TerminalIndicator(Indicator):
             self._shown = (state, pattern)
             self.pattern, self.state = pattern, state
 
+    @classmethod
+    def appearance(cls, cfg: IndicatorConfig, pattern: Pattern) -> Appearance:
+        return Appearance(text=f"{pattern.name} ({pattern.mono.text})")
+
     def check(self) -> None:
         return None
 
@@ -337,10 +418,11 @@ class LedIndicator(_GpioIndicator):
 
     kind = "LED"
 
-    def _scale(self, look: Look, colour: RGB) -> RGB:
+    @classmethod
+    def sent(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
         # On or off only: a glow would be a half level we cannot show, so it is off.
         level = 0.0 if look.glow else max(colour)
-        on = 1.0 if level > 0 and self.cfg.brightness > 0 else 0.0
+        on = 1.0 if level > 0 and cfg.brightness > 0 else 0.0
         return (on, on, on)
 
     def _write(self, colour: RGB) -> None:
@@ -355,6 +437,11 @@ class PwmLedIndicator(_GpioIndicator):
     """A single LED dimmed by PWM (indicator.kind = 'pwmled')."""
 
     kind = "PWM LED"
+
+    @classmethod
+    def emitted(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
+        v = max(cls.sent(cfg, look, colour))  # one LED, one level: what _write sends
+        return (v, v, v)
 
     def _write(self, colour: RGB) -> None:
         self._device.value = max(colour)
@@ -391,14 +478,26 @@ class Apa102Indicator(Indicator):
     def __init__(self, cfg: IndicatorConfig, strip) -> None:
         super().__init__(cfg)
         self.strip = strip
-        self._global = max(1, round(cfg.brightness * 31))
+        self._global = self.global_brightness(cfg)
 
     def describe(self) -> str:
         return f"{self.strip.led_count} APA102 LEDs on SPI {self.cfg.spi_bus}.{self.cfg.spi_device}"
 
-    def _scale(self, look: Look, colour: RGB) -> RGB:
-        k = self.cfg.listening_glow if look.glow else 1.0
+    @staticmethod
+    def global_brightness(cfg: IndicatorConfig) -> int:
+        return max(1, round(cfg.brightness * 31))
+
+    @classmethod
+    def sent(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
+        k = cfg.listening_glow if look.glow else 1.0
         return (colour[0] * k, colour[1] * k, colour[2] * k)
+
+    @classmethod
+    def emitted(cls, cfg: IndicatorConfig, look: Look, colour: RGB) -> RGB:
+        # Whole colour bytes (as _write sends them), then dimmed by the 5-bit global brightness.
+        k = cls.global_brightness(cfg) / 31
+        r, g, b = (round(v * 255) / 255 * k for v in cls.sent(cfg, look, colour))
+        return (r, g, b)
 
     def _write(self, colour: RGB) -> None:
         self.strip.fill(tuple(round(v * 255) for v in colour), self._global)
@@ -422,6 +521,51 @@ class Apa102Indicator(Indicator):
         self.strip.close()
 
 
+# Every indicator.kind but "auto", and the class that drives it.
+INDICATOR_KINDS: dict[str, type[Indicator]] = {
+    "terminal": TerminalIndicator, "led": LedIndicator, "pwmled": PwmLedIndicator,
+    "rgbled": RgbLedIndicator, "apa102": Apa102Indicator,
+}
+
+
+def _gpio_kind_for_auto(cfg: IndicatorConfig) -> str:
+    """indicator.kind = 'auto' on a machine with GPIO: an LED that can glow when a glow is wanted."""
+    return "pwmled" if cfg.listening_glow > 0 else "led"
+
+
+def kinds_for(cfg: IndicatorConfig) -> list[str]:
+    """The kinds of light `cfg` may drive: 'auto' becomes an LED or, without GPIO, the terminal."""
+    return [_gpio_kind_for_auto(cfg), "terminal"] if cfg.kind == "auto" else [cfg.kind]
+
+
+def alike_patterns(cfg: IndicatorConfig) -> list[tuple[str, tuple[str, Appearance], tuple[str, Appearance]]]:
+    """Every pair of patterns the light `cfg` describes would show alike, as (kind, (name, appearance),
+    (name, appearance)): computed from PATTERNS and each light's own rendering, so it cannot drift."""
+    found = []
+    for kind in kinds_for(cfg):
+        cls = INDICATOR_KINDS[kind]
+        shown = [(name, cls.appearance(cfg, p)) for name, p in every_pattern().items()]
+        for i, (_, look_a) in enumerate(shown):
+            found += [(kind, shown[i], other) for other in shown[i + 1:] if look_a.alike(other[1])]
+    return found
+
+
+def light_problem(cfg: IndicatorConfig) -> str | None:
+    """One line naming the key and the fix when two states would look alike on this light, else None."""
+    alike = alike_patterns(cfg)
+    if not alike:
+        return None
+    kind, (a, look_a), (b, look_b) = alike[0]
+    what = f"indicator.kind = {cfg.kind!r}" + (f" (a {kind} where there is GPIO)" if cfg.kind != kind else "")
+    head = f"{what} would show {a} ({look_a.describe()}) and {b} ({look_b.describe()}) alike"
+    if "LISTENING" in (a, b) and cfg.listening_glow > 0:
+        # The only per-state setting is the glow: the brightest glow that tells every state apart.
+        steps = (round(g * 0.05, 2) for g in range(round(cfg.listening_glow / 0.05), -1, -1))
+        best = next(g for g in steps if g == 0 or not alike_patterns(dataclasses.replace(cfg, listening_glow=g)))
+        return f"{head}: set indicator.listening_glow to {best:g} or less (0 = off while listening)"
+    return f"{head}: choose another indicator.kind (the README's light table lists them)"
+
+
 def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.stderr, spi=None) -> Indicator:
     """The light `cfg` describes. `pin_factory` is the GPIO seam (see hardware.pins); None means
     "this machine's GPIO". `spi` is the SPI seam for APA102 LEDs (None: open /dev/spidevB.D).
@@ -434,7 +578,7 @@ def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.std
     kind = cfg.kind
     if kind == "auto":
         if cfg.pin != -1 and (pin_factory is not None or gpio_available()):
-            kind = "pwmled" if cfg.listening_glow > 0 else "led"
+            kind = _gpio_kind_for_auto(cfg)
         else:
             log.info("no GPIO light available: showing the light's state on the terminal")
             kind = "terminal"

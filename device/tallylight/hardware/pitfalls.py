@@ -1,6 +1,7 @@
 """Known hardware pitfalls, for `tallylight check`: each function returns a list of problems, one
 line each, naming the fix. They only read files, never touch a pin; every path is a parameter so the
-tests can hand in fakes.
+tests can hand in fakes. The one rule the config alone decides, two things on one pin
+(`pin_clashes`), config.load applies too, so such a config never starts.
 
 The pitfalls are the ones users of HAT-based voice assistants hit most: SPI not enabled for the APA102
 LEDs, the ReSpeaker LED power line on GPIO5, the wrong LED count, the sound card gone after a kernel
@@ -77,10 +78,8 @@ def _boot_lines(text: str) -> list[str]:
 def respeaker_model(profile: str | None = None, cards: Path = CARDS, boot_config: Path | None = None) -> str | None:
     """"2mic", "4mic" or "6mic" when a ReSpeaker is in use (by profile name, sound card or
     config.txt overlay), else None."""
-    if profile:
-        for model in _RESPEAKER:
-            if profile == f"respeaker-{model}":
-                return model
+    if profile_model(profile):
+        return profile_model(profile)
     text = _read(cards).lower()
     for model, info in _RESPEAKER.items():
         if any(c in text for c in info["card"] if c.startswith("seeed")):
@@ -132,7 +131,7 @@ def sound_card_problems(cfg: Config, profile: str | None = None, cards: Path = C
     overlays = [m.group(1) for line in _boot_lines(_read(boot)) if (m := re.match(r"dtoverlay=([\w-]+)", line))]
     expected: str | None = None
     if profile and profile.startswith("respeaker-"):
-        expected = respeaker_model(profile, Path("/nonexistent"), Path("/nonexistent"))
+        expected = profile_model(profile)
     if expected is None:
         expected = next((_OVERLAYS[o] for o in overlays if o in _OVERLAYS), None)
     if expected is None:
@@ -152,9 +151,15 @@ def sound_card_problems(cfg: Config, profile: str | None = None, cards: Path = C
     return [f"the {name} sound card is {where}; a kernel update often breaks its driver: {fix}"]
 
 
-def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
-                 boot_config: Path | None = None) -> list[str]:
-    """Two things on one GPIO: our own pins, the SPI bus of the LEDs, the I2S/I2C pins of a sound HAT."""
+def profile_model(profile: str | None) -> str | None:
+    """"2mic", "4mic" or "6mic" when the hardware profile names a ReSpeaker, else None."""
+    return next((model for model in _RESPEAKER if profile == f"respeaker-{model}"), None)
+
+
+def pin_clashes(cfg: Config, i2s_hat: bool) -> list[str]:
+    """Two things on one GPIO, from the config alone: the mute control, the light's pins, the SPI bus of
+    APA102 LEDs, the pins voice commands drive and, when `i2s_hat`, the I2S/I2C lines of a sound HAT.
+    config.load refuses a config with any; -1 ("not wired") clashes with nothing."""
     ind = cfg.indicator
     ours: list[tuple[str, int]] = [("mute.pin", cfg.mute.pin)]
     if ind.kind in ("led", "pwmled", "auto"):
@@ -166,9 +171,9 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
         ours.append(("indicator.power_pin", ind.power_pin))
     ours = [(k, p) for k, p in ours if p != -1]
     # The pins the voice commands drive (a relay, a lamp): the default light commands use GPIO22.
-    from tallylight.speech.understand import commands_of
+    from tallylight.speech.commands import default_commands, parse_commands
 
-    commands = commands_of(cfg)
+    commands = parse_commands(cfg.commands, str(cfg.path or "<config>")) if cfg.commands else default_commands()
     driven = {cmd.options["pin"]: f"commands.{cmd.name}" if cfg.commands else f"the default command {cmd.name}"
               for cmd in reversed(commands) if cmd.action == "gpio"}  # reversed: the first one names the pin
     problems = []
@@ -181,9 +186,7 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
     taken: dict[int, str] = {}
     if ind.kind == "apa102":
         taken.update(SPI_PINS.get(ind.spi_bus, {}))
-    text = _read(cards).lower()
-    has_i2s = "seeed" in text or "wm8960" in text or respeaker_model(profile, cards, boot_config) is not None
-    if has_i2s:
+    if i2s_hat:
         taken.update(I2S_PINS)
     for key, pin in ours:
         if pin in taken:
@@ -194,6 +197,15 @@ def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
         elif pin in taken:
             problems.append(f"{key} drives GPIO{pin}, which is the {taken[pin]} line: move it to a free GPIO")
     return problems
+
+
+def pin_problems(cfg: Config, profile: str | None = None, cards: Path = CARDS,
+                 boot_config: Path | None = None) -> list[str]:
+    """pin_clashes with what this machine shows: the I2S/I2C pins of a sound HAT found by its sound card
+    or config.txt overlay (one the config's profile does not name, so config.load could not know)."""
+    text = _read(cards).lower()
+    has_i2s = "seeed" in text or "wm8960" in text or respeaker_model(profile, cards, boot_config) is not None
+    return pin_clashes(cfg, has_i2s)
 
 
 def indicator_problems(cfg: Config, dev: Path = Path("/dev")) -> list[str]:
