@@ -25,8 +25,7 @@ import pytest
 from debian_root import chroot_env, debian_root
 from test_install import freeze_checkout, steps
 
-# One debootstrap root for the whole module: its tests share one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.heavy_root, pytest.mark.xdist_group("arm64-root")]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy_root]
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 EM_AARCH64 = 183  # ELF e_machine of aarch64
