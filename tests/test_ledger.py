@@ -242,3 +242,51 @@ def test_damaged_ledger_on_a_read_only_disk_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr, r.stderr
     assert "ERROR the ledger" in r.stdout and "cannot be set aside: Read-only file system" in r.stdout, r.stdout
     assert r.stdout.rstrip().endswith('{"half a line')  # still there, untouched
+
+
+# ---- one daemon per state directory ------------------------------------------------------------------
+
+HOLDER = """
+import sys
+from tallylight.statedir import StateDirLock
+lock = StateDirLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()  # until the test closes our stdin, or kills us
+"""
+
+
+def test_the_state_dir_lock_refuses_a_second_holder_and_the_kernel_frees_it(tmp_path):
+    from tallylight.errors import InstanceError
+    from tallylight.statedir import StateDirLock
+
+    state = tmp_path / "state"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(state)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock = StateDirLock(state)
+        with pytest.raises(InstanceError, match=rf"another `tallylight run` \(pid {holder.pid}\) is already using"):
+            lock.acquire()
+        assert not lock.held
+        holder.kill()  # a crash: nothing cleans up, the kernel drops the lock
+        holder.wait(timeout=30)
+        lock.acquire()
+        assert lock.held
+        lock.release()
+        lock.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=30)
+
+
+def test_the_state_dir_lock_gives_one_line_errors(tmp_path):
+    from tallylight.statedir import StateDirLock
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LedgerError, match="is a file, not a folder"):
+        StateDirLock(tmp_path / "file").acquire()
+    (tmp_path / "state" / "ledger.lock").mkdir(parents=True)
+    with pytest.raises(LedgerError, match="cannot open the lock file .*ledger.lock: Is a directory"):
+        StateDirLock(tmp_path / "state").acquire()
