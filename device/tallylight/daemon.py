@@ -146,6 +146,7 @@ class Daemon:
         # mute.at_start = "last"), rather than open the mic nobody asked for.
         last_muted = True if self.ledger.restarted else last_known_muted(self.ledger)
         self.ledger.append("start", version=__version__, pid=os.getpid())
+        self.ledger.write_witness()
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
@@ -199,6 +200,7 @@ class Daemon:
         if self.ledger is not None:
             try:
                 self.ledger.append("stop", reason="shutdown", state_before=state_before)
+                self.ledger.write_witness()
             except TallylightError as e:
                 _LOG.error("%s", e)
         for part in (self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
