@@ -25,10 +25,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tallylight.errors import LedgerError
 
@@ -53,7 +54,7 @@ def _digest(entry: dict[str, Any]) -> str:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Ledger:
@@ -76,7 +77,7 @@ class Ledger:
             self._open()
 
     @classmethod
-    def in_memory(cls) -> "Ledger":
+    def in_memory(cls) -> Ledger:
         return cls(None)
 
     def _open(self) -> None:
@@ -87,7 +88,8 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             found = check(self.path)  # the whole chain, its head and its witness: `verify`'s own check
         except OSError as e:
-            raise LedgerError(f"cannot open the ledger {self.path}: {e.strerror} (check daemon.state_dir and its permissions)") from None
+            raise LedgerError(f"cannot open the ledger {self.path}: {e.strerror} "
+                              "(check daemon.state_dir and its permissions)") from None
         if found.damage:
             self._set_aside(found.damage[0])
             return
@@ -135,7 +137,8 @@ class Ledger:
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as e:
-            raise LedgerError(f"cannot open the ledger {self.path}: {e.strerror} (check daemon.state_dir and its permissions)") from None
+            raise LedgerError(f"cannot open the ledger {self.path}: {e.strerror} "
+                              "(check daemon.state_dir and its permissions)") from None
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one entry and make it durable (fsync) before returning. Raises LedgerError."""
@@ -297,7 +300,7 @@ class Verification:
 
 def read_entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """(line number, parsed entry or None, raw line) for every line of the ledger."""
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             try:
                 entry = json.loads(line)
@@ -412,7 +415,8 @@ def timeline(path: str | os.PathLike) -> Iterator[str]:
         if entry is None:
             yield "(unreadable line)"
             continue
-        def seconds(key: str) -> str:
+
+        def seconds(key: str, entry: dict[str, Any] = entry) -> str:
             value = entry.get(key)
             return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
 
