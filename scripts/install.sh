@@ -10,7 +10,8 @@
 # /opt/tallylight/venv with this checkout installed (not editable); /etc/tallylight/tallylight.toml
 # (only when absent: an upgrade keeps yours) and /etc/tallylight/profiles/; the vosk model in
 # /var/lib/tallylight/models; /etc/systemd/system/tallylight.service, enabled and started. The ledger
-# in /var/lib/tallylight is never touched except by --uninstall --purge.
+# in /var/lib/tallylight (and its witness in /var/lib/tallylight-witness) is never touched except by
+# --uninstall --purge.
 # Each step prints one line: what it did, "nothing to do", or (with --dry-run) what it would do.
 set -euo pipefail
 
@@ -86,14 +87,14 @@ if [ "$UNINSTALL" = 1 ]; then
   if [ -d "$(R /opt/tallylight)" ]; then do_or_say venv "remove /opt/tallylight" rm -rf "$(R /opt/tallylight)"
   else say venv "nothing to do (no /opt/tallylight)"; fi
   if [ "$KEEP" = purge ]; then
-    for d in $ETC $STATE; do
+    for d in $ETC $STATE $STATE-witness; do
       if [ -e "$(R $d)" ]; then do_or_say data "delete $d" rm -rf "$(R $d)"; else say data "nothing to do (no $d)"; fi
     done
     if grep -q '^tallylight:' "$(R /etc/passwd)" 2>/dev/null; then
       do_or_say user "delete user tallylight" userdel ${ROOT:+--root "$ROOT"} tallylight
     else say user "nothing to do (no user tallylight)"; fi
   else
-    say data "kept $ETC and $STATE (your config and ledger) and the user tallylight"
+    say data "kept $ETC, $STATE and $STATE-witness (your config, ledger and its witness) and the user tallylight"
   fi
   exit 0
 fi

@@ -20,6 +20,7 @@ HEADINGS = {
     6: "End of speech to action",
     7: "Recognizer CPU per audio second",
     9: "Memory over many commands",
+    10: "Ledger check at start",
 }
 
 
@@ -42,6 +43,6 @@ def test_only_picks_tables_and_rejects_bad_numbers(repo):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "### 3. " in r.stdout and "### 1. " not in r.stdout and "### 6. " not in r.stdout
-    bad = subprocess.run([sys.executable, str(repo / "scripts" / "bench.py"), "--only", "10"], cwd=repo,
+    bad = subprocess.run([sys.executable, str(repo / "scripts" / "bench.py"), "--only", "11"], cwd=repo,
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "1-9" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "1-10" in bad.stderr and "Traceback" not in bad.stderr

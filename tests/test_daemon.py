@@ -247,3 +247,47 @@ def test_a_reply_containing_the_wake_phrase_does_not_wake_the_speaker(tmp_path, 
     out.join()
     assert wakes_after_reply == 1, out.text()
     assert heard, "control failed: the reply's words did not wake the speaker when someone else said them\n" + out.text()
+
+
+def test_a_second_run_on_the_same_state_dir_is_refused_and_readers_still_work(tmp_path, mic, synth):
+    """Two `tallylight run` on one state_dir would both append to the ledger and break its chain. The
+    second is refused at once, in one line, and touches nothing; `ledger`, `ledger --verify` and
+    `listen` work beside the running one. A daemon killed with SIGKILL leaves no stale lock."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(CONFIG.format(indicator="terminal", state=tmp_path / "state"))
+    env = dict(mic.env, PYTHONUNBUFFERED="1")
+    run = [sys.executable, "-m", "tallylight", "run", "--config", str(cfg)]
+    ledger_path = tmp_path / "state" / "ledger.jsonl"
+    first, out = _start(run, env, tmp_path)
+    try:
+        assert out.wait_for("microphone open", 60), out.text()
+        before = ledger_path.read_bytes()
+        second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 75, second
+        assert second.stderr.count("\n") == 1 and "already using" in second.stderr, second.stderr
+        assert f"(pid {first.pid})" in second.stderr
+        assert ledger_path.read_bytes() == before, "the refused daemon wrote to the ledger"
+        readers = [["ledger"], ["ledger", "--verify"], ["listen", str(synth("okay nabu", lead_s=0.5, tail_s=1.0))]]
+        for args in readers:
+            r = subprocess.run([sys.executable, "-m", "tallylight", *args, "--config", str(cfg)], env=env,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r)
+        first.kill()  # a crash: nothing cleans up the lock file, the kernel drops the lock
+        first.wait(timeout=15)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    out.join()
+    again, out = _start(run, env, tmp_path)
+    try:
+        assert out.wait_for("microphone open", 60), out.text()
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=15) == 0
+    finally:
+        if again.poll() is None:
+            again.kill()
+    out.join()
+    assert "already using" not in out.text()
+    entries = [e for _, e, _ in L.read_entries(ledger_path)]
+    assert [e["event"] for e in entries].count("start") == 2
+    assert L.verify(ledger_path).ok, L.verify(ledger_path).problems

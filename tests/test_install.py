@@ -218,13 +218,17 @@ def test_uninstall_keep_data_then_purge(installed, checkout):
     ledger = root / "var/lib/tallylight/ledger.jsonl"
     ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.write_text('{"event":"start","seq":0}\n')
+    witness = root / "var/lib/tallylight-witness/ledger.witness"
+    witness.parent.mkdir(parents=True, exist_ok=True)
+    witness.write_text('{"seq":0,"hash":"x"}\n')
     install(checkout, "--root", str(root), "--uninstall", "--keep-data")
     assert not (root / "opt/tallylight").exists()
     assert not (root / "etc/systemd/system/tallylight.service").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/tallylight.service").exists()
-    assert (root / "etc/tallylight/tallylight.toml").exists() and ledger.exists()
+    assert (root / "etc/tallylight/tallylight.toml").exists() and ledger.exists() and witness.exists()
     r = install(checkout, "--root", str(root), "--uninstall", "--purge")
     assert not (root / "etc/tallylight").exists() and not (root / "var/lib/tallylight").exists()
+    assert not witness.parent.exists()
     assert "tallylight:" not in (root / "etc/passwd").read_text()
     assert steps(r.stdout)["venv"].startswith("nothing to do")
 

@@ -242,3 +242,232 @@ def test_damaged_ledger_on_a_read_only_disk_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr, r.stderr
     assert "ERROR the ledger" in r.stdout and "cannot be set aside: Read-only file system" in r.stdout, r.stdout
     assert r.stdout.rstrip().endswith('{"half a line')  # still there, untouched
+
+
+# ---- a deletion of both files, a replaced ledger, an edit in the middle (issue 13) -----------------
+
+
+def _daemon_runs(path, states=("listening", "muted")):
+    """What the daemon does to its ledger in one run: start and its witness, some states, stop and its witness."""
+    led = L.Ledger(path)
+    led.append("start", version="t", pid=1)
+    led.write_witness()
+    for s in states:
+        led.append("state", state=s, reason="x")
+    led.append("stop", reason="shutdown", state_before=states[-1])
+    led.write_witness()
+    led.close()
+    return led
+
+
+def _cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "tallylight", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_witness_is_outside_the_state_dir_and_in_the_log(tmp_path, caplog):
+    path = tmp_path / "state" / "ledger.jsonl"
+    with caplog.at_level("INFO", logger="tallylight.ledger"):
+        _daemon_runs(path)
+    # The same head goes to the log at start and at stop: the journal, under systemd.
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["ledger head: entry 0", "ledger head: entry 3"]
+    witness = tmp_path / "state-witness" / "ledger.witness"
+    assert L.witness_path(path) == witness
+    recorded = json.loads(witness.read_text())
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert (recorded["seq"], recorded["hash"]) == (last["seq"], last["hash"]) == (3, L.verify(path).last_entry["hash"])
+    v = L.verify(path)
+    assert v.ok and v.witness == witness and "chain, head and witness intact" in v.summary(path)
+
+
+def test_deleting_both_ledger_files_is_evident(tmp_path):
+    """rm ledger.jsonl ledger.head: --verify says the history is gone (not "no ledger yet"), and the next
+    start does not begin a chain that verifies as a first start."""
+    state = tmp_path / "state"
+    path = state / "ledger.jsonl"
+    _daemon_runs(path)
+    path.unlink()
+    path.with_suffix(".head").unlink()
+    v = L.verify(path)
+    assert not v.ok and len(v.problems) == 1 and "history is gone" in v.problems[0], v.problems
+    assert "records 4 entries" in v.problems[0]
+    r = _cli("ledger", "--verify", "--file", str(path))
+    assert r.returncode == 1 and "history is gone" in r.stdout and "Traceback" not in r.stderr, r
+    r = _cli("ledger", "--file", str(path))
+    assert r.returncode == 1 and "history is gone" in r.stderr and "yet" not in r.stderr, r
+    _daemon_runs(path)  # the next start
+    v = L.verify(path)
+    assert not v.ok and len(v.problems) == 1, v.problems
+    assert "line 1: a new chain starts here" in v.problems[0] and "history is gone" in v.problems[0]
+    assert "nothing of that one was left to keep" in v.problems[0]
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["event"] == "ledger_restarted" and first["previous"] is None
+    assert sorted(p.name for p in state.iterdir()) == ["ledger.head", "ledger.jsonl"]  # nothing was set aside
+
+
+def test_removing_the_whole_state_dir_is_evident(tmp_path):
+    state = tmp_path / "state"
+    _daemon_runs(state / "ledger.jsonl")
+    shutil.rmtree(state)
+    assert "history is gone" in L.verify(state / "ledger.jsonl").problems[0]
+
+
+def test_a_ledger_replaced_by_a_shorter_consistent_pair_is_set_aside(tmp_path):
+    """Both files swapped for a fresh, self-consistent chain (what the daemon would make after a plain
+    deletion): the witness records an entry it lacks. It is kept aside, never continued."""
+    path = tmp_path / "state" / "ledger.jsonl"
+    _daemon_runs(path, states=("listening", "capturing", "listening", "muted"))
+    other = tmp_path / "other" / "ledger.jsonl"
+    led = L.Ledger(other)
+    led.append("start")
+    led.close()
+    shutil.copy(other, path)
+    shutil.copy(other.with_suffix(".head"), path.with_suffix(".head"))
+    v = L.verify(path)
+    assert not v.ok and "records entry 5, which this ledger does not have" in v.problems[0], v.problems
+    led = L.Ledger(path)
+    led.close()
+    assert led.restarted
+    (kept,) = _kept(path.parent)
+    assert kept.read_bytes() == other.read_bytes()
+    # The witness now points into the new chain: the restart itself is the news, said once.
+    v = L.verify(path)
+    assert len(v.problems) == 1 and "does not have" in v.problems[0] and str(kept) in v.problems[0]
+
+
+def test_a_damaged_witness_is_reported_and_the_ledger_kept(tmp_path):
+    path = tmp_path / "state" / "ledger.jsonl"
+    _daemon_runs(path)
+    L.witness_path(path).write_text("scribbled over\n")
+    assert "witness" in L.verify(path).problems[0] and "damaged" in L.verify(path).problems[0]
+    before = path.read_bytes()
+    _daemon_runs(path)
+    (kept,) = _kept(path.parent)
+    assert kept.read_bytes() == before and L.verify(kept).ok
+
+
+def test_a_witness_that_cannot_be_written_is_logged_and_check_says_so(tmp_path, caplog):
+    from tallylight import config as C
+    from tallylight.check import _check_state_dir
+    from tallylight.errors import TallylightError
+
+    state = tmp_path / "state"
+    (tmp_path / "state-witness").write_text("a file where the witness folder should be\n")
+    with caplog.at_level("ERROR", logger="tallylight.ledger"):
+        _daemon_runs(state / "ledger.jsonl")
+    assert "cannot write the ledger's witness" in caplog.text
+    assert "deleting the ledger would go unnoticed" in caplog.text
+    assert L.verify(state / "ledger.jsonl").ok  # the ledger itself is whole
+    cfg_file = tmp_path / "t.toml"
+    cfg_file.write_text(f'[daemon]\nstate_dir = "{state}"\n')
+    with pytest.raises(TallylightError, match="no witness .* so deleting it would go unnoticed"):
+        _check_state_dir(C.load(cfg_file))
+    (tmp_path / "state-witness").unlink()
+    _daemon_runs(state / "ledger.jsonl")
+    assert "ledger intact (8 entries)" in _check_state_dir(C.load(cfg_file))
+    shutil.rmtree(state)
+    with pytest.raises(TallylightError, match="history is gone"):
+        _check_state_dir(C.load(cfg_file))
+
+
+def test_an_edit_in_the_middle_is_set_aside_at_start_not_continued(tmp_path):
+    """The last line and the head are fine; line 2 was edited (and its hash recomputed, as a forger
+    would). The start must check the whole chain and keep the edited ledger aside."""
+    path = make(tmp_path, 6)
+    lines = path.read_text().splitlines(keepends=True)
+    entry = json.loads(lines[1])
+    entry["state"] = "muted"
+    entry["hash"] = L._digest(entry)
+    lines[1] = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+    path.write_text("".join(lines))
+    edited = path.read_bytes()
+    led = L.Ledger(path)
+    led.append("start")
+    led.close()
+    assert led.restarted
+    (kept,) = _kept(tmp_path)
+    assert kept.read_bytes() == edited
+    assert any("line 3: does not follow" in p for p in L.verify(kept).problems)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["event"] == "ledger_restarted" and "line 3" in first["reason"]
+
+
+def test_a_line_rewritten_with_other_spacing_still_verifies(tmp_path):
+    """The hash is over the entry's canonical JSON, not over its spacing: a line re-serialised with
+    spaces (and its hash kept) is the same entry. This takes the slow way through _hash_matches."""
+    path = make(tmp_path, 4)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = json.dumps(json.loads(lines[2])) + "\n"  # ", " and ": ", keys unsorted
+    path.write_text("".join(lines))
+    assert L.verify(path).ok, L.verify(path).problems
+    lines[2] = lines[2].replace('"r2"', '"r9"')
+    path.write_text("".join(lines))
+    assert any("line 3: its contents do not match its hash" in p for p in L.verify(path).problems)
+
+
+def test_verify_accepts_a_head_that_lags_as_beside_a_running_daemon(tmp_path):
+    """verify reads the head before the file: entries appended after it (a daemon running beside the
+    owner's `--verify`) are not a false alarm, and a head one behind after a crash is not one either."""
+    path = make(tmp_path, 5)
+    head = path.with_suffix(".head")
+    line1 = json.loads(path.read_text().splitlines()[1])
+    head.write_text(json.dumps({"seq": 1, "hash": line1["hash"]}) + "\n")
+    assert L.verify(path).ok
+    head.write_text(json.dumps({"seq": 1, "hash": "f" * 64}) + "\n")
+    assert "another hash" in L.verify(path).problems[0]
+
+
+def test_verify_of_an_unreadable_ledger_is_one_line(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = make(tmp_path)
+    path.chmod(0)
+    r = _cli("ledger", "--verify", "--file", str(path))
+    assert r.returncode == 1 and "cannot read" in r.stdout and "Traceback" not in r.stderr, r
+
+
+# ---- one daemon per state directory ------------------------------------------------------------------
+
+HOLDER = """
+import sys
+from tallylight.statedir import StateDirLock
+lock = StateDirLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()  # until the test closes our stdin, or kills us
+"""
+
+
+def test_the_state_dir_lock_refuses_a_second_holder_and_the_kernel_frees_it(tmp_path):
+    from tallylight.errors import InstanceError
+    from tallylight.statedir import StateDirLock
+
+    state = tmp_path / "state"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(state)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock = StateDirLock(state)
+        with pytest.raises(InstanceError, match=rf"another `tallylight run` \(pid {holder.pid}\) is already using"):
+            lock.acquire()
+        assert not lock.held
+        holder.kill()  # a crash: nothing cleans up, the kernel drops the lock
+        holder.wait(timeout=30)
+        lock.acquire()
+        assert lock.held
+        lock.release()
+        lock.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=30)
+
+
+def test_the_state_dir_lock_gives_one_line_errors(tmp_path):
+    from tallylight.statedir import StateDirLock
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LedgerError, match="is a file, not a folder"):
+        StateDirLock(tmp_path / "file").acquire()
+    (tmp_path / "state" / "ledger.lock").mkdir(parents=True)
+    with pytest.raises(LedgerError, match="cannot open the lock file .*ledger.lock: Is a directory"):
+        StateDirLock(tmp_path / "state").acquire()

@@ -109,7 +109,7 @@ def test_sandbox_directives():
     allowed = [v for k, v in d if k == "DeviceAllow"]
     assert allowed == ["char-alsa rw", "char-gpiochip rw"]  # spidev only by the installer's drop-in
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-                       "StateDirectory": "tallylight", "RuntimeDirectory": "tallylight",
+                       "StateDirectory": "tallylight tallylight-witness", "RuntimeDirectory": "tallylight",
                        "ConfigurationDirectory": "tallylight", "CapabilityBoundingSet": "",
                        "NoNewPrivileges": "yes", "RestrictNamespaces": "yes",
                        "MemoryDenyWriteExecute": "yes", "SystemCallArchitectures": "native",

@@ -179,11 +179,16 @@ def _check_state_dir(cfg: Config) -> str:
     if not os.access(d, os.W_OK):
         raise TallylightError(f"{d} is not writable by this user (set daemon.state_dir, or fix its owner)")
     path = d / "ledger.jsonl"
-    if not path.exists():
+    witness = ledger.witness_path(path)
+    if not path.exists() and not witness.exists():
         return f"{d} (no ledger yet)"
     v = ledger.verify(path)
     if not v.ok:
         raise TallylightError(f"the ledger {path} failed verification: {v.problems[0]} (run `tallylight ledger --verify`)")
+    if v.witness is None:
+        raise TallylightError(f"the ledger {path} is intact but has no witness {witness}, so deleting it would go "
+                              "unnoticed (`tallylight run` writes one at each start: let its user write "
+                              f"{witness.parent})")
     from tallylight.daemon import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()

@@ -113,7 +113,9 @@ def cmd_ledger(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         print(result.summary(path))
         return 0 if result.ok else 1
     if not path.exists() and not args.follow:
-        print(f"tallylight: no ledger at {path} yet (it is written by `tallylight run`)", file=sys.stderr)
+        # With a witness, a missing ledger is not "not yet": verify says what was lost.
+        gone = ledger.verify(path).problems[0] if ledger.witness_path(path).exists() else None
+        print(f"tallylight: {gone or f'no ledger at {path} yet (it is written by `tallylight run`)'}", file=sys.stderr)
         return 1
     if path.exists() and not path.is_file():
         print(f"tallylight: {path} is not a ledger file (give the ledger.jsonl in daemon.state_dir)", file=sys.stderr)

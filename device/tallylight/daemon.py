@@ -24,6 +24,7 @@ from tallylight.errors import AudioError, EngineError, HardwareError, LedgerErro
 from tallylight.events import Event
 from tallylight.gate import PrivacyGate, State
 from tallylight.ledger import Ledger
+from tallylight.statedir import StateDirLock
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Daemon:
             notifier = Notifier()
         self.notifier = notifier
         self._stopping = threading.Event()
+        self.state_lock = StateDirLock(cfg.state_dir)  # one daemon per state_dir: held from bring-up to shutdown
         self.ledger: Ledger | None = None
         self.indicator = None
         self.gate: PrivacyGate | None = None
@@ -138,11 +140,13 @@ class Daemon:
         from tallylight.hardware.pins import make_pin_factory
 
         cfg = self.cfg
+        self.state_lock.acquire()  # first: a second daemon must not touch the ledger at all
         self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
         # A ledger set aside as damaged says nothing of how we stopped: start muted then (a button's
         # mute.at_start = "last"), rather than open the mic nobody asked for.
         last_muted = True if self.ledger.restarted else last_known_muted(self.ledger)
         self.ledger.append("start", version=__version__, pid=os.getpid())
+        self.ledger.write_witness()
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
@@ -196,6 +200,7 @@ class Daemon:
         if self.ledger is not None:
             try:
                 self.ledger.append("stop", reason="shutdown", state_before=state_before)
+                self.ledger.write_witness()
             except TallylightError as e:
                 _LOG.error("%s", e)
         for part in (self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
@@ -204,6 +209,7 @@ class Daemon:
                     part.close()
                 except Exception as e:  # keep closing the rest
                     _LOG.error("while closing %s: %s", type(part).__name__, e)
+        self.state_lock.release()  # last: the ledger is closed
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -53,6 +53,12 @@ class LedgerError(TallylightError):
     exit_code = 74  # EX_IOERR
 
 
+class InstanceError(TallylightError):
+    """Another `tallylight run` already holds the state directory (only one may write its ledger)."""
+
+    exit_code = 75  # EX_TEMPFAIL: it can start once the other one has stopped
+
+
 class EngineError(TallylightError):
     """A wake word, VAD or speech engine could not be loaded or failed."""
 
