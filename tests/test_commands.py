@@ -10,9 +10,8 @@ import pytest
 
 from tallylight import config
 from tallylight.errors import ConfigError
+from tallylight.speech.command_types import Command, FrozenMap
 from tallylight.speech.commands import (
-    Command,
-    FrozenMap,
     default_commands,
     default_commands_text,
     parse_commands,

@@ -15,78 +15,20 @@ is the user's guide to this format; tallylight.speech.grammar reads the phrases.
 from __future__ import annotations
 
 import re
-import string
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
+from tallylight.speech.command_types import Command, FrozenMap, SlotType, template_fields
+from tallylight.speech.grammar import Grammar, PhraseError, parse_phrase, required_slots, slot_refs
+from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
-
-
-class FrozenMap(Mapping):
-    """A read-only, hashable dict, so that frozen dataclasses holding mappings stay frozen."""
-
-    __slots__ = ("_d", "_h")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._d = dict(*args, **kwargs)
-        self._h: int | None = None
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._d[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __hash__(self) -> int:
-        if self._h is None:
-            self._h = hash(frozenset(self._d.items()))
-        return self._h
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self._d) == dict(other)
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._d!r})"
-
-
-@dataclass(frozen=True)
-class SlotType:
-    """What a {slot} can be: kind "int" (lo..hi spoken as words), "enum" (`values` maps the words
-    heard to the value given to the action) or "duration" (spoken length, as whole seconds)."""
-
-    name: str
-    kind: str
-    lo: int | None = None
-    hi: int | None = None
-    values: Mapping[str, str] = field(default_factory=FrozenMap)
-
-    def describe(self) -> str:
-        if self.kind == "int":
-            return f"{self.lo}-{self.hi}"
-        if self.kind == "duration":
-            return "duration"
-        return "one of " + ", ".join(repr(v) for v in self.values)
-
-
-@dataclass(frozen=True)
-class Command:
-    """One voice command: how it can be said, what it does and what the speaker says back."""
-
-    name: str
-    phrases: tuple[str, ...]
-    slots: Mapping[str, SlotType]
-    action: str
-    options: Mapping[str, Any]
-    reply: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,36 +102,6 @@ def _fail(where: str, key: str, detail: str) -> ConfigError:
     return ConfigError(f"{where}: {key}: {detail}")
 
 
-# ---------------------------------------------------------------------------------------------------
-# Templates: replies and argv elements
-
-
-def template_fields(template: str) -> list[str]:
-    """The {names} in a template; ValueError for anything but plain {name} and {{ }} escapes."""
-    out = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ValueError(f"{e} (write {{{{ and }}}} for literal braces)") from None
-    for _, name, spec, conv in parsed:
-        if name is None:
-            continue
-        if not re.match(r"^[a-z_][a-z0-9_]*$", name) or spec or conv:
-            raise ValueError(f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} is not a plain {{name}}")
-        out.append(name)
-    return out
-
-
-def fill_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace each {name} by values[name] (the values themselves are not re-read as templates)."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
-        parts.append(literal)
-        if name is not None:
-            parts.append(str(values[name]))
-    return "".join(parts)
-
-
 def timer_seconds(command: Command, slots: Mapping[str, int | str]) -> int:
     """A timer command's length in seconds, from its length slot or else its `seconds` option."""
     for name, slot in command.slots.items():
@@ -226,12 +138,10 @@ def _parse_slot_text(spec: str) -> SlotType | str:
 
 def _spoken_words(text: Any) -> str | None:
     """Normalized words of an enum entry, or None when it is not plain lowercase words."""
-    from tallylight.speech.grammar import _is_word_char
-
     if not isinstance(text, str):
         return None
     words = text.split()
-    if not words or not all(w and all(_is_word_char(c) for c in w) for w in words):
+    if not words or not all(w and all(is_word_char(c) for c in w) for w in words):
         return None
     return " ".join(words)
 
@@ -289,8 +199,6 @@ def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
 
 
 def _parse_command(where: str, name: str, body: Any) -> Command:
-    from tallylight.speech.grammar import PhraseError, parse_phrase, required_slots, slot_refs
-
     base = f"commands.{name}"
     if not _NAME.match(name):
         raise _fail(where, base, "a command name must be lowercase letters, digits and _ (like light_on)")
@@ -443,8 +351,6 @@ def _parse_command(where: str, name: str, body: Any) -> Command:
 
 def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
     """Parse and check the `[commands]` table of a config file (`where` names it in messages)."""
-    from tallylight.speech.grammar import Grammar
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: [commands] must be a table of named commands, like [commands.light_on]")
     commands = tuple(_parse_command(where, name, body) for name, body in raw.items())

@@ -22,14 +22,14 @@ import itertools
 import logging
 import random
 import re
-import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator, Mapping, Sequence, Union
 
 from tallylight.speech import numbers
-from tallylight.speech.commands import Command, FrozenMap, SlotType, fill_template
+from tallylight.speech.command_types import Command, FrozenMap, SlotType, fill_template
+from tallylight.speech.words import is_word_char, normalize_words
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,6 @@ EMPTY = Seq(())
 
 class PhraseError(ValueError):
     """A phrase breaks the syntax; the message says where and how to fix it."""
-
-
-def _is_word_char(c: str) -> bool:
-    # Lowercase letters of any script (vosk has models for many languages), combining marks that
-    # belong to them, and the apostrophe of "what's".
-    if c == "'":
-        return True
-    if c.isalpha():
-        return not c.isupper()
-    return unicodedata.category(c).startswith("M")
 
 
 _HINT = "phrases use lowercase words, (a|b) for alternatives, [optional words] and {slot}"
@@ -148,9 +138,9 @@ class _PhraseParser:
                 pieces.append(Alt(self.alternatives("]") + (EMPTY,)))
             elif c == "{":
                 pieces.append(self.slot())
-            elif _is_word_char(c):
+            elif is_word_char(c):
                 begin = self.pos
-                while self.peek() and _is_word_char(self.peek()):
+                while self.peek() and is_word_char(self.peek()):
                     self.pos += 1
                 pieces.append(Word(self.text[begin : self.pos]))
             else:
@@ -478,22 +468,6 @@ class Match:
     def argv(self) -> tuple[str, ...]:
         """For a `run` command: argv with each {slot} replaced by its typed value (5, "red", 5400)."""
         return tuple(fill_template(a, {k: str(v) for k, v in self.slots.items()}) for a in self.command.options["argv"])
-
-
-_ALT_PRON = re.compile(r"\(\d+\)$")  # pocketsphinx marks alternate pronunciations: "the(2)"
-
-
-def normalize_words(text: str) -> list[str]:
-    """Recognizer output -> the grammar's words: lowercase, no hyphens, no punctuation, no
-    pocketsphinx markers ("the(2)", "<sil>"). "[unk]" is kept, so it never matches."""
-    words = []
-    for w in text.lower().replace("-", " ").split():
-        if w.startswith("<") and w.endswith(">"):
-            continue
-        w = _ALT_PRON.sub("", w).strip(".,!?;:\"")
-        if w:
-            words.append(w)
-    return words
 
 
 @dataclass
