@@ -1477,8 +1477,8 @@ def finish_ms(factories: Sequence[Callable[[], Any]], clips: Sequence[bytes], bl
 
 
 def table_recognizer_cpu(ctx: "Ctx") -> Table:
+    from tallylight.speech.engines import make_recognizer
     from tallylight.speech.grammar import Grammar
-    from tallylight.speech.recognizer import make_recognizer
     from tallylight.speech.understand import commands_of
 
     t = Table(7, "Recognizer CPU per audio second (issue 3)", "none set in the issue (reported)",

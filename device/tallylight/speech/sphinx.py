@@ -74,7 +74,7 @@ FILLERS_RESOURCE = "data/pocketsphinx-fillers.dict"
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
 # Seconds of audio whose cepstral mean the decoding starts from (see above): the default
-# capture.preroll_s. make_recognizer passes the configured pre-roll instead (`prime_window`).
+# capture.preroll_s. engines.make_recognizer passes the configured pre-roll instead (`prime_window`).
 PRIME_S = 1.5
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3

@@ -17,8 +17,9 @@ from tallylight.config import Config
 from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
 from tallylight.speech.commands import default_commands, parse_commands
+from tallylight.speech.engines import default_vosk_model, make_recognizer
 from tallylight.speech.grammar import Grammar
-from tallylight.speech.recognizer import Hypothesis, Recognizer, default_vosk_model, make_recognizer
+from tallylight.speech.recognizer import Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
 
