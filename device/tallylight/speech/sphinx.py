@@ -64,6 +64,9 @@ from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
 
+# pocketsphinx is imported where the decoder and its model are made, not here, so that a device on
+# vosk never loads it (engines imports this module whichever engine is configured).
+
 # The decoder's filler words: silence only (<s>, </s>, <sil>). The model's own list adds [NOISE] and
 # [SPEECH], which the FSG search puts beside every grammar state: without them finish() takes 0.77 of
 # the time (the end-of-utterance lattice; scripts/bench table 7, side by side), and with fillprob 1e-8
