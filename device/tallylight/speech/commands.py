@@ -9,7 +9,7 @@
 Every other key of a command is an option of its action (`pin`, `set`, `argv`, ...), checked per
 action. `parse_commands` turns the raw TOML tables into frozen `Command`s or raises `ConfigError`
 with one line naming the file, the key (`commands.timer.phrases[0]`) and the fix. docs/commands.md
-is the user's guide to this format; tallylight.speech.grammar reads the phrases.
+is the user's guide to this format; tallylight.speech.phrase reads the phrases.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from typing import Any
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
 from tallylight.speech.command_types import Command, FrozenMap, SlotType, template_fields
-from tallylight.speech.grammar import Grammar, PhraseError, parse_phrase, required_slots, slot_refs
+from tallylight.speech.conflicts import find_conflict
+from tallylight.speech.grammar import Grammar
+from tallylight.speech.phrase import PhraseError, parse_phrase, required_slots, slot_refs
 from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
@@ -366,7 +368,7 @@ def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
                 f"disagrees with commands.{other.name} on pin {cmd.options['pin']} (one pin has one polarity)",
             )
 
-    conflict = Grammar(commands).find_conflict()
+    conflict = find_conflict(Grammar(commands))
     if conflict is not None:
         a = f"commands.{conflict.command_a}.phrases[{conflict.phrase_a}]"
         b = f"commands.{conflict.command_b}.phrases[{conflict.phrase_b}]"
