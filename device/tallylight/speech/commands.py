@@ -14,10 +14,11 @@ is the user's guide to this format; tallylight.speech.phrase reads the phrases.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -27,7 +28,7 @@ from tallylight.speech import numbers
 from tallylight.speech.command_types import Command, FrozenMap, SlotType, template_fields
 from tallylight.speech.conflicts import find_conflict
 from tallylight.speech.grammar import Grammar
-from tallylight.speech.phrase import PhraseError, parse_phrase, required_slots, slot_refs
+from tallylight.speech.phrase import PhraseError, Seq, parse_phrase, required_slots, slot_refs
 from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
@@ -132,7 +133,8 @@ def _parse_slot_text(spec: str) -> SlotType | str:
         return f'"{spec}" is not a slot type: use a range like "1-99", "duration", or a list of words'
     lo, hi = rng
     if hi > numbers.MAX_INT:
-        return f'range "{spec}" goes past {numbers.MAX_INT} (numbers are spoken as words up to nine hundred and ninety nine)'
+        return (f'range "{spec}" goes past {numbers.MAX_INT} '
+                "(numbers are spoken as words up to nine hundred and ninety nine)")
     if lo > hi:
         return f'range "{spec}" runs backwards (write the smaller number first, like "{hi}-{lo}")'
     return SlotType("", "int", lo, hi)
@@ -176,12 +178,14 @@ def _parse_slot(where: str, key: str, name: str, spec: Any) -> SlotType:
             if words is None:
                 raise _fail(where, f"{key}.{spoken}", f"the key {spoken!r} {bad_word}")
             if not isinstance(value, str) or not value:
-                raise _fail(where, f"{key}.{spoken}", f"must be a non-empty string (the value the action gets), not {value!r}")
+                raise _fail(where, f"{key}.{spoken}",
+                            f"must be a non-empty string (the value the action gets), not {value!r}")
             if words in values:
                 raise _fail(where, f"{key}.{spoken}", f"{words!r} is listed twice")
             values[words] = value
         return SlotType(name, "enum", values=FrozenMap(values))
-    raise _fail(where, key, f'must be a range like "1-99", "duration", a list of words or a table of words, not {spec!r}')
+    raise _fail(where, key,
+                f'must be a range like "1-99", "duration", a list of words or a table of words, not {spec!r}')
 
 
 def _same_type(a: SlotType, b: SlotType) -> bool:
@@ -200,151 +204,232 @@ def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
     return value
 
 
-def _parse_command(where: str, name: str, body: Any) -> Command:
+@dataclass(frozen=True)
+class _Draft:
+    """A command part-way through its checks: where it is written, and its phrases and slots once
+    read, which the reply, argv and action checks after them need."""
+
+    where: str
+    base: str  # "commands.NAME", the start of every key in the messages
+    trees: tuple[Seq, ...] = ()
+    slots: Mapping[str, SlotType] = field(default_factory=FrozenMap)
+
+    def fail(self, key: str, detail: str) -> ConfigError:
+        return _fail(self.where, f"{self.base}{key}", detail)
+
+    def always(self) -> set[str]:
+        """The slots heard in every phrase, which a template may always use."""
+        return set.intersection(*(required_slots(t) for t in self.trees))
+
+
+def _check_name(where: str, name: str, body: Any) -> None:
     base = f"commands.{name}"
     if not _NAME.match(name):
         raise _fail(where, base, "a command name must be lowercase letters, digits and _ (like light_on)")
     if not isinstance(body, dict):
         raise _fail(where, base, f"must be a table with phrases and action ([commands.{name}]), not {body!r}")
 
+
+def _parse_action(draft: _Draft, body: dict) -> str:
     action = body.get("action")
     if action is None:
-        raise _fail(where, f"{base}.action", "missing: say what the command does, one of " + ", ".join(ACTIONS))
+        raise draft.fail(".action", "missing: say what the command does, one of " + ", ".join(ACTIONS))
     if not isinstance(action, str) or action not in ACTIONS:
-        raise _fail(where, f"{base}.action", f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-    schema = ACTIONS[action]
+        raise draft.fail(".action", f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    return action
 
+
+def _check_keys(draft: _Draft, body: dict, action: str) -> None:
+    schema = ACTIONS[action]
     for key in body:
         if key not in _COMMAND_KEYS and key not in schema:
             own = ", ".join(schema) if schema else "none"
-            raise _fail(
-                where, f"{base}.{key}",
+            raise draft.fail(
+                f".{key}",
                 f"unknown key (a command has {', '.join(_COMMAND_KEYS)}; options of action {action!r}: {own})",
             )
 
+
+def _parse_phrases(draft: _Draft, body: dict) -> tuple[list[str], tuple[Seq, ...]]:
     phrases = body.get("phrases")
     if phrases is None:
-        raise _fail(where, f"{base}.phrases", 'missing: list what can be said, like phrases = ["lights on"]')
+        raise draft.fail(".phrases", 'missing: list what can be said, like phrases = ["lights on"]')
     if isinstance(phrases, str):
         phrases = [phrases]
     if not isinstance(phrases, list) or not phrases:
-        raise _fail(where, f"{base}.phrases", f'must be a non-empty list of strings, like ["lights on"], not {phrases!r}')
+        raise draft.fail(".phrases", f'must be a non-empty list of strings, like ["lights on"], not {phrases!r}')
     trees = []
     for i, text in enumerate(phrases):
-        key = f"{base}.phrases[{i}]"
         if not isinstance(text, str):
-            raise _fail(where, key, f"must be a string, not {text!r}")
+            raise draft.fail(f".phrases[{i}]", f"must be a string, not {text!r}")
         try:
             trees.append(parse_phrase(text))
         except PhraseError as e:
-            raise _fail(where, key, str(e)) from None
+            raise draft.fail(f".phrases[{i}]", str(e)) from None
+    return phrases, tuple(trees)
 
-    # Slots: from the `slots` table, and from inline {name:spec} in the phrases.
-    raw_slots = body.get("slots", {})
-    if not isinstance(raw_slots, dict):
-        raise _fail(where, f"{base}.slots", f'must be a table, like slots = {{ minutes = "1-99" }}, not {raw_slots!r}')
-    slots: dict[str, SlotType] = {}
-    for sname, spec in raw_slots.items():
-        key = f"{base}.slots.{sname}"
-        if not re.match(r"^[a-z_][a-z0-9_]*$", sname):
-            raise _fail(where, key, "a slot name must be lowercase letters, digits and _ (like minutes)")
-        slots[sname] = _parse_slot(where, key, sname, spec)
-    used: set[str] = set()
-    for i, tree in enumerate(trees):
-        key = f"{base}.phrases[{i}]"
-        for ref in slot_refs(tree):
-            used.add(ref.name)
-            if ref.spec is not None:
-                got = _parse_slot_text(ref.spec)
-                if isinstance(got, str):
-                    raise _fail(where, key, f"in {{{ref.name}:{ref.spec}}}: {got}")
-                inline = SlotType(ref.name, got.kind, got.lo, got.hi)
-                if ref.name in slots and not _same_type(slots[ref.name], inline):
-                    raise _fail(
-                        where, key,
-                        f"{{{ref.name}:{ref.spec}}} disagrees with {ref.name} = {slots[ref.name].describe()} "
-                        "elsewhere in this command (give a slot one type)",
-                    )
-                slots[ref.name] = inline
-    for i, tree in enumerate(trees):
+
+def _parse_slots(draft: _Draft, body: dict) -> dict[str, SlotType]:
+    """Slots from the `slots` table, and from inline {name:spec} in the phrases; each one used."""
+    slots = _table_slots(draft, body.get("slots", {}))
+    _add_inline_slots(draft, slots)
+    used = {ref.name for tree in draft.trees for ref in slot_refs(tree)}
+    for i, tree in enumerate(draft.trees):
         for ref in slot_refs(tree):
             if ref.name not in slots:
-                raise _fail(
-                    where, f"{base}.phrases[{i}]",
+                raise draft.fail(
+                    f".phrases[{i}]",
                     f'uses {{{ref.name}}}, which is not defined: add slots = {{ {ref.name} = "1-99" }} '
                     '(a range, "duration" or a list of words)',
                 )
     for sname in slots:
         if sname not in used:
-            raise _fail(where, f"{base}.slots.{sname}", f"is defined but no phrase uses {{{sname}}} (use it or remove it)")
-    always = set.intersection(*(required_slots(t) for t in trees))
+            raise draft.fail(f".slots.{sname}", f"is defined but no phrase uses {{{sname}}} (use it or remove it)")
+    return slots
 
-    def check_template(key: str, template: Any, extra: frozenset[str]) -> None:
-        if not isinstance(template, str):
-            raise _fail(where, key, f"must be a string, not {template!r}")
-        try:
-            names = template_fields(template)
-        except ValueError as e:
-            raise _fail(where, key, f"bad template {template!r}: {e}") from None
-        for n in names:
-            if n in extra or n in always:
+
+def _table_slots(draft: _Draft, raw_slots: Any) -> dict[str, SlotType]:
+    if not isinstance(raw_slots, dict):
+        raise draft.fail(".slots", f'must be a table, like slots = {{ minutes = "1-99" }}, not {raw_slots!r}')
+    slots: dict[str, SlotType] = {}
+    for sname, spec in raw_slots.items():
+        key = f"{draft.base}.slots.{sname}"
+        if not re.match(r"^[a-z_][a-z0-9_]*$", sname):
+            raise _fail(draft.where, key, "a slot name must be lowercase letters, digits and _ (like minutes)")
+        slots[sname] = _parse_slot(draft.where, key, sname, spec)
+    return slots
+
+
+def _add_inline_slots(draft: _Draft, slots: dict[str, SlotType]) -> None:
+    for i, tree in enumerate(draft.trees):
+        for ref in slot_refs(tree):
+            if ref.spec is None:
                 continue
-            if n in slots:
-                i = next(i for i, t in enumerate(trees) if n not in required_slots(t))
-                raise _fail(where, key, f"uses {{{n}}}, but phrases[{i}] can be said without it (make it required there, or leave it out here)")
-            known = sorted(always | extra)
-            raise _fail(where, key, f"uses {{{n}}}, which this command does not have (it has: {', '.join('{' + k + '}' for k in known) or 'none'})")
+            got = _parse_slot_text(ref.spec)
+            if isinstance(got, str):
+                raise draft.fail(f".phrases[{i}]", f"in {{{ref.name}:{ref.spec}}}: {got}")
+            inline = SlotType(ref.name, got.kind, got.lo, got.hi)
+            if ref.name in slots and not _same_type(slots[ref.name], inline):
+                raise draft.fail(
+                    f".phrases[{i}]",
+                    f"{{{ref.name}:{ref.spec}}} disagrees with {ref.name} = {slots[ref.name].describe()} "
+                    "elsewhere in this command (give a slot one type)",
+                )
+            slots[ref.name] = inline
 
+
+def _check_template(draft: _Draft, key: str, template: Any, extra: frozenset[str]) -> None:
+    """A reply or argv element may use the slots heard in every phrase and the action's `extra` values."""
+    if not isinstance(template, str):
+        raise _fail(draft.where, key, f"must be a string, not {template!r}")
+    try:
+        names = template_fields(template)
+    except ValueError as e:
+        raise _fail(draft.where, key, f"bad template {template!r}: {e}") from None
+    always = draft.always()
+    for n in names:
+        if n in extra or n in always:
+            continue
+        if n in draft.slots:
+            i = next(i for i, t in enumerate(draft.trees) if n not in required_slots(t))
+            raise _fail(
+                draft.where, key,
+                f"uses {{{n}}}, but phrases[{i}] can be said without it "
+                "(make it required there, or leave it out here)",
+            )
+        known = ", ".join("{" + k + "}" for k in sorted(always | extra)) or "none"
+        raise _fail(draft.where, key, f"uses {{{n}}}, which this command does not have (it has: {known})")
+
+
+def _parse_reply(draft: _Draft, body: dict, action: str) -> str | None:
     reply = body.get("reply")
     if reply is not None:
-        check_template(f"{base}.reply", reply, ACTION_REPLY_VALUES.get(action, frozenset()))
+        _check_template(draft, f"{draft.base}.reply", reply, ACTION_REPLY_VALUES.get(action, frozenset()))
         if not reply.strip():
-            raise _fail(where, f"{base}.reply", 'is empty: write what to say, or leave reply out')
+            raise draft.fail(".reply", "is empty: write what to say, or leave reply out")
+    return reply
 
+
+def _parse_options(draft: _Draft, body: dict, action: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for oname, opt in schema.items():
-        key = f"{base}.{oname}"
+    for oname, opt in ACTIONS[action].items():
+        key = f"{draft.base}.{oname}"
         if oname in body:
-            options[oname] = _check_option(where, key, body[oname], opt)
+            options[oname] = _check_option(draft.where, key, body[oname], opt)
         elif opt.required:
-            raise _fail(where, key, f"missing: action {action!r} needs {oname} ({_type_name(opt.types)})")
+            raise _fail(draft.where, key, f"missing: action {action!r} needs {oname} ({_type_name(opt.types)})")
         elif opt.default is not None:
             options[oname] = opt.default
+    return options
 
-    if action == "gpio":
-        if options["set"] == "pulse":
-            options.setdefault("pulse_s", PULSE_DEFAULT_S)
-        elif "pulse_s" in options:
-            raise _fail(where, f"{base}.pulse_s", f"only applies with set = \"pulse\" (this command has set = {options['set']!r})")
-    if action == "run":
-        argv = options["argv"]
-        if not argv:
-            raise _fail(where, f"{base}.argv", 'is empty: give the program and its arguments, like ["/usr/local/bin/hello"]')
-        for i, arg in enumerate(argv):
-            check_template(f"{base}.argv[{i}]", arg, frozenset())
-        if not argv[0].startswith("/") or template_fields(argv[0]):
-            raise _fail(where, f"{base}.argv[0]", f"must be the program's full path, like /usr/local/bin/hello, not {argv[0]!r} (no shell or PATH lookup is used)")
-        options["argv"] = tuple(argv)
-    if action == "timer":
-        for i, tree in enumerate(trees):
-            req = required_slots(tree)
-            length = [n for n in req if slots[n].kind == "duration" or (n in TIMER_UNIT_SLOTS and slots[n].kind == "int")]
-            if len(length) > 1 and any(slots[n].kind == "duration" for n in length):
-                raise _fail(where, f"{base}.phrases[{i}]", "has a duration slot and another length slot: keep one")
-            if not length and "seconds" not in options:
-                raise _fail(
-                    where, f"{base}.phrases[{i}]",
-                    "gives the timer no length: use a {minutes}, {seconds} or {hours} range slot or a duration slot "
-                    "in every phrase, or set seconds = 300 for a fixed length",
-                )
-        for n, slot in slots.items():
-            if n in TIMER_UNIT_SLOTS and slot.kind == "int" and slot.lo == 0:
-                raise _fail(where, f"{base}.slots.{n}", "starts at 0, and a timer of zero makes no sense: start the range at 1")
 
+def _check_gpio(draft: _Draft, options: dict[str, Any]) -> None:
+    if options["set"] == "pulse":
+        options.setdefault("pulse_s", PULSE_DEFAULT_S)
+    elif "pulse_s" in options:
+        raise draft.fail(
+            ".pulse_s", f"only applies with set = \"pulse\" (this command has set = {options['set']!r})"
+        )
+
+
+def _check_run(draft: _Draft, options: dict[str, Any]) -> None:
+    argv = options["argv"]
+    if not argv:
+        raise draft.fail(".argv", 'is empty: give the program and its arguments, like ["/usr/local/bin/hello"]')
+    for i, arg in enumerate(argv):
+        _check_template(draft, f"{draft.base}.argv[{i}]", arg, frozenset())
+    if not argv[0].startswith("/") or template_fields(argv[0]):
+        raise draft.fail(
+            ".argv[0]",
+            f"must be the program's full path, like /usr/local/bin/hello, not {argv[0]!r} "
+            "(no shell or PATH lookup is used)",
+        )
+    options["argv"] = tuple(argv)
+
+
+def _check_timer(draft: _Draft, options: dict[str, Any]) -> None:
+    slots = draft.slots
+    for i, tree in enumerate(draft.trees):
+        length = [n for n in required_slots(tree)
+                  if slots[n].kind == "duration" or (n in TIMER_UNIT_SLOTS and slots[n].kind == "int")]
+        if len(length) > 1 and any(slots[n].kind == "duration" for n in length):
+            raise draft.fail(f".phrases[{i}]", "has a duration slot and another length slot: keep one")
+        if not length and "seconds" not in options:
+            raise draft.fail(
+                f".phrases[{i}]",
+                "gives the timer no length: use a {minutes}, {seconds} or {hours} range slot or a duration slot "
+                "in every phrase, or set seconds = 300 for a fixed length",
+            )
+    for n, slot in slots.items():
+        if n in TIMER_UNIT_SLOTS and slot.kind == "int" and slot.lo == 0:
+            raise draft.fail(f".slots.{n}", "starts at 0, and a timer of zero makes no sense: start the range at 1")
+
+
+# Checks of one action across its options, phrases and slots (may also fill in derived options).
+_ACTION_CHECKS: dict[str, Callable[[_Draft, dict[str, Any]], None]] = {
+    "gpio": _check_gpio,
+    "run": _check_run,
+    "timer": _check_timer,
+}
+
+
+def _parse_command(where: str, name: str, body: Any) -> Command:
+    _check_name(where, name, body)
+    draft = _Draft(where, f"commands.{name}")
+    action = _parse_action(draft, body)
+    _check_keys(draft, body, action)
+    phrases, trees = _parse_phrases(draft, body)
+    draft = dataclasses.replace(draft, trees=trees)
+    draft = dataclasses.replace(draft, slots=FrozenMap(_parse_slots(draft, body)))
+    reply = _parse_reply(draft, body, action)
+    options = _parse_options(draft, body, action)
+    check = _ACTION_CHECKS.get(action)
+    if check is not None:
+        check(draft, options)
     return Command(
         name=name,
         phrases=tuple(phrases),
-        slots=FrozenMap(slots),
+        slots=draft.slots,
         action=action,
         options=FrozenMap(options),
         reply=reply,
@@ -379,7 +464,8 @@ def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
                 + (f" (also via {b})" if b != a else "")
                 + ": a slot must not border another slot, or optional words that could be part of it",
             )
-        raise _fail(where, a, f"can be heard as {conflict.text!r}, and so can {b}: make the two commands' phrases differ")
+        raise _fail(where, a,
+                    f"can be heard as {conflict.text!r}, and so can {b}: make the two commands' phrases differ")
     return commands
 
 
