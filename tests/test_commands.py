@@ -4,6 +4,7 @@ checking that the one-line ConfigError names the file and the key to fix."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 
 import pytest
@@ -18,6 +19,7 @@ from tallylight.speech.commands import (
     timer_seconds,
 )
 from tallylight.speech.grammar import Grammar
+from tallylight.speech.understand import commands_of
 
 WHERE = "/etc/tallylight/tallylight.toml"
 
@@ -140,6 +142,18 @@ def test_config_load_validates_commands_through_parse_commands():
     with pytest.raises(ConfigError, match=r"^x\.toml: commands\.timer\.action: unknown action 'teleport'"):
         config.from_dict(raw, "x.toml")
     assert config.from_dict({"commands": GOOD}, "x.toml").commands == GOOD
+
+
+def test_the_commands_are_parsed_once_when_the_config_is_loaded():
+    cfg = config.from_dict({"commands": GOOD}, "x.toml")
+    assert cfg.parsed_commands == parse_commands(GOOD, "x.toml")
+    assert commands_of(cfg) is cfg.parsed_commands
+    # A config changed after loading is parsed again, never answered with the old commands.
+    fewer = {"timer": GOOD["timer"]}
+    changed = dataclasses.replace(cfg, commands=fewer)
+    assert changed.parsed_commands is None
+    assert [c.name for c in commands_of(changed)] == ["timer"]
+    assert commands_of(config.from_dict({}, "x.toml")) == default_commands()
 
 
 def test_inline_slot_type_and_enum_table():

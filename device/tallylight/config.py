@@ -180,6 +180,9 @@ class Config:
     actions: ActionsConfig = ActionsConfig()
     # Voice commands, parsed by tallylight.speech.commands (kept raw here: that module owns the format).
     commands: Mapping[str, Any] = field(default_factory=dict)
+    # The same commands as `from_dict` parsed them, so that nothing parses them again. Not an init
+    # field, so dataclasses.replace(cfg, commands=...) leaves it None rather than out of date.
+    parsed_commands: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -283,7 +286,8 @@ def _check_across(where: str, cfg: Config) -> None:
         # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
         from tallylight.speech.commands import parse_commands
 
-        parse_commands(cfg.commands, where)
+        # Set once, before from_dict hands the config out (the usual way to fill a frozen field).
+        object.__setattr__(cfg, "parsed_commands", parse_commands(cfg.commands, where))
 
 
 def _toml_hint(path: Path, e: tomllib.TOMLDecodeError) -> str:
