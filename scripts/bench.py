@@ -472,7 +472,7 @@ def _mww_frame_ms(cfg: C.Config) -> int:
     from tallylight.wake import make_wake_detector
 
     with make_wake_detector(cfg.wake) as det:
-        return det.frame_samples * 1000 // 16000
+        return det.frame_samples * 1000 // RATE
 
 
 def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: list[bytes], wav: Path) -> list[str]:

@@ -42,11 +42,10 @@ import numpy as np
 
 from tallylight.config import WakeConfig
 from tallylight.errors import ConfigError, EngineError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 
 _LOG = logging.getLogger(__name__)
 
-RATE = 16000
-SAMPLE_BYTES = 2
 
 MICROWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
 OPENWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
@@ -106,7 +105,7 @@ class WakeDetector:
         """Feed 16 kHz mono s16le audio of any length; return the first detection it completes."""
         if self._closed:
             raise EngineError(f"the {self.engine} wake detector was used after close()")
-        frame_bytes = self.frame_samples * SAMPLE_BYTES
+        frame_bytes = self.frame_samples * BYTES_PER_SAMPLE
         data = self._pending + bytes(block) if self._pending else bytes(block)
         usable = len(data) - len(data) % frame_bytes
         self._pending = data[usable:]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAMPLE_RATE = 16000
-
 
 @dataclass(frozen=True)
 class Hypothesis:

@@ -59,8 +59,9 @@ from importlib import resources
 import numpy as np
 
 from tallylight.errors import EngineError, UnknownWordsError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 from tallylight.speech.noisefloor import NoiseFloor
-from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
+from tallylight.speech.recognizer import Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class SphinxRecognizer(Recognizer):
     name = "pocketsphinx"
 
     def __init__(self, jsgf: str, extra_pronunciations: dict[str, str] | None = None, *,
-                 noise_floor: float = NOISE_FLOOR, prime_s: float = PRIME_S, sample_rate: int = SAMPLE_RATE,
+                 noise_floor: float = NOISE_FLOOR, prime_s: float = PRIME_S, sample_rate: int = RATE,
                  debug: bool = False, **decoder_options) -> None:
         """`extra_pronunciations` maps words missing from cmudict to ARPABET ("nabu": "N AA B UW");
         `decoder_options` go to `pocketsphinx.Decoder` (beam, silprob...)."""
@@ -178,8 +179,8 @@ class SphinxRecognizer(Recognizer):
             import pocketsphinx
         except ImportError as e:  # pragma: no cover - a dependency of the package
             raise EngineError(f"pocketsphinx is not installed ({e}): run scripts/setup.sh or pip install pocketsphinx") from None
-        if sample_rate != SAMPLE_RATE:
-            raise EngineError(f"pocketsphinx's model wants {SAMPLE_RATE} Hz audio, not {sample_rate} Hz")
+        if sample_rate != RATE:
+            raise EngineError(f"pocketsphinx's model wants {RATE} Hz audio, not {sample_rate} Hz")
         if not _PUBLIC_RULE.search(_JSGF_COMMENT.sub(" ", jsgf)):
             raise EngineError("the command grammar has no public rule: the JSGF needs `public <name> = ...;`")
         model = _model_files()
@@ -239,7 +240,7 @@ class SphinxRecognizer(Recognizer):
         self._cmn0 = self._decoder.get_cmn(False)
         # The first samples of the utterance, until prime_s have come: one buffer allocated once
         # (a growing bytearray would leave earlier copies of the audio in freed memory).
-        self._priming = bytearray(int(prime_s * SAMPLE_RATE) * 2)
+        self._priming = bytearray(int(prime_s * RATE) * BYTES_PER_SAMPLE)
         self._primed = 0  # bytes of it in use
         self._in_utt = False
         self._last_partial = ""
@@ -327,7 +328,7 @@ class SphinxRecognizer(Recognizer):
         self._wipe_priming()
         d = self._decoder
         cmn = self._cmn0
-        if len(samples) >= int(MIN_PRIME_S * SAMPLE_RATE):
+        if len(samples) >= int(MIN_PRIME_S * RATE):
             d.reinit_feat()  # no front-end state (noise estimate) from the last utterance
             d.set_cmn(self._cmn0)
             d.start_utt()
