@@ -10,13 +10,13 @@ import tomllib
 import pytest
 
 from tallylight import config
+from tallylight.actions import timer_seconds
 from tallylight.errors import ConfigError
 from tallylight.speech.command_types import Command, FrozenMap
 from tallylight.speech.commands import (
     default_commands,
     default_commands_text,
     parse_commands,
-    timer_seconds,
 )
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.understand import commands_of
@@ -113,7 +113,7 @@ def test_default_commands_have_the_names_and_phrases_the_issue_fixes():
     assert cmds["light_on"].options["pin"] == cmds["light_off"].options["pin"] == 22
     assert (cmds["light_on"].options["set"], cmds["light_off"].options["set"]) == ("on", "off")
     assert cmds["mute"].action == "mute"
-    assert timer_seconds(cmds["timer"], {"minutes": 5}) == 300
+    assert timer_seconds(g.match("set a timer for five minutes")) == 300
 
 
 def test_default_replies_render():
@@ -171,7 +171,7 @@ def test_inline_slot_type_and_enum_table():
     m = g.match("make it warm white")
     assert m.slots == {"color": "ffd0a0"} and m.argv() == ("/usr/bin/lamp", "--color=ffd0a0")
     m = g.match("wake me in an hour and a half")
-    assert m.slots == {"d": 5400} and timer_seconds(m.command, m.slots) == 5400
+    assert m.slots == {"d": 5400} and timer_seconds(m) == 5400
 
 
 def test_frozen_map_behaves_like_a_read_only_dict():

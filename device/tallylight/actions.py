@@ -9,7 +9,7 @@ Actions (`command.action`):
 - `time`: "It's 3:05 PM."
 - `timer`: starts a timer of its duration slot (seconds), or its `hours`/`minutes`/`seconds` int
   slots, or `options.seconds`; the daemon plays the alarm for what `timers.tick(now)` returns.
-- `timer_cancel`: cancels the latest timer (`options.all = true`: every timer).
+- `timer_cancel`: cancels the latest timer.
 - `volume_up` / `volume_down`: the ALSA mixer through `amixer -M sset CONTROL STEP%+/-`.
 - `stop`: sets `ActionResult.stop`; the daemon cuts the reply or alarm that is playing.
 - `mute`: sets `ActionResult.mute`.
@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 from tallylight.errors import HardwareError, TallylightError
 from tallylight.reply import render
+from tallylight.speech.command_types import TIMER_UNIT_SLOTS
 from tallylight.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ class ActionRunner:
         return ActionResult(True, self._reply(match, time=now), now)
 
     def _do_timer(self, match: Any) -> ActionResult:
-        seconds = _timer_seconds(match)
+        seconds = timer_seconds(match)
         if seconds is None:
             return ActionResult(False, "How long should the timer run?", "no duration slot heard")
         duration = spoken_duration(seconds)
@@ -343,15 +344,9 @@ class ActionRunner:
         return ActionResult(True, self._reply(match, duration=duration), f"timer {timer.id}: {seconds:g} s")
 
     def _do_timer_cancel(self, match: Any) -> ActionResult:
-        if match.command.options.get("all"):
-            n = self.timers.cancel_all()
-            ok = n > 0
-        else:
-            n = 1 if self.timers.cancel() else 0
-            ok = n == 1
-        if not ok:
+        if not self.timers.cancel():
             return ActionResult(False, "There is no timer.", "no timer running")
-        return ActionResult(True, self._reply(match, count=n), f"{n} cancelled")
+        return ActionResult(True, self._reply(match, count=1), "1 cancelled")
 
     def _do_volume_up(self, match: Any) -> ActionResult:
         return self._volume(match, +match.command.options.get("step", self._cfg.volume_step))
@@ -477,11 +472,7 @@ class ActionRunner:
         return ActionResult(True, self._reply(match, output=first), f"{program!r} ok")
 
 
-# Int slots a timer takes its length from, by name; any duration slot (whole seconds) also counts.
-TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
-
-
-def _timer_seconds(match: Any) -> float | None:
+def timer_seconds(match: Any) -> float | None:
     """The timer's length: its duration slot (seconds), else its hours/minutes/seconds int slots,
     else `options.seconds`; None when nothing says how long."""
     command, slots = match.command, match.slots

@@ -42,6 +42,11 @@ class FrozenMap(Mapping):
         return f"FrozenMap({self._d!r})"
 
 
+# Slots a timer takes its length from: an int slot with one of these names (its unit in seconds), or
+# any duration slot. The config check and the timer action both read it.
+TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
+
+
 @dataclass(frozen=True)
 class SlotType:
     """What a {slot} can be: kind "int" (lo..hi spoken as words), "enum" (`values` maps the words

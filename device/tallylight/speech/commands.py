@@ -25,7 +25,7 @@ from typing import Any
 
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
-from tallylight.speech.command_types import Command, FrozenMap, SlotType, template_fields
+from tallylight.speech.command_types import TIMER_UNIT_SLOTS, Command, FrozenMap, SlotType, template_fields
 from tallylight.speech.conflicts import find_conflict
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.phrase import PhraseError, Seq, parse_phrase, required_slots, slot_refs
@@ -88,8 +88,6 @@ ACTION_REPLY_VALUES: dict[str, frozenset[str]] = {
     "volume_down": frozenset({"volume"}),
 }
 
-# Slots a timer takes its length from: an int slot with one of these names, or any duration slot.
-TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
 PULSE_DEFAULT_S = 0.5
 
 _COMMAND_KEYS = ("phrases", "action", "slots", "reply")
@@ -103,20 +101,6 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 def _fail(where: str, key: str, detail: str) -> ConfigError:
     return ConfigError(f"{where}: {key}: {detail}")
-
-
-def timer_seconds(command: Command, slots: Mapping[str, int | str]) -> int:
-    """A timer command's length in seconds, from its length slot or else its `seconds` option."""
-    for name, slot in command.slots.items():
-        if name in slots and slot.kind == "duration":
-            return int(slots[name])
-    total = sum(int(slots[n]) * unit for n, unit in TIMER_UNIT_SLOTS.items()
-                if n in slots and n in command.slots and command.slots[n].kind == "int")
-    if total:
-        return total
-    if "seconds" in command.options:
-        return int(command.options["seconds"])
-    raise ValueError(f"command {command.name!r} gives no timer length")
 
 
 # ---------------------------------------------------------------------------------------------------
