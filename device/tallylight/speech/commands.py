@@ -3,13 +3,14 @@
     [commands.timer]
     phrases = ["set a timer for {minutes} minute[s]", "(set|start) a {minutes} minute timer"]
     slots = { minutes = "1-99" }      # a range, "duration", a list of words, or a table words -> value
-    action = "timer"                  # time | timer | timer_cancel | volume_up | volume_down | stop | mute | gpio | run
+    action = "timer"                  # one of tallylight.actions.ACTIONS: time, timer, gpio, run, ...
     reply = "Okay, {minutes} minute timer started."
 
-Every other key of a command is an option of its action (`pin`, `set`, `argv`, ...), checked per
-action. `parse_commands` turns the raw TOML tables into frozen `Command`s or raises `ConfigError`
-with one line naming the file, the key (`commands.timer.phrases[0]`) and the fix. docs/commands.md
-is the user's guide to this format; tallylight.speech.phrase reads the phrases.
+Every other key of a command is an option of its action (`pin`, `set`, `argv`, ...), checked as the
+action's spec in tallylight.actions.ACTIONS says. `parse_commands` turns the raw TOML tables into
+frozen `Command`s or raises `ConfigError` with one line naming the file, the key
+(`commands.timer.phrases[0]`) and the fix. docs/commands.md is the user's guide to this format;
+tallylight.speech.phrase reads the phrases.
 """
 
 from __future__ import annotations
@@ -17,78 +18,22 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from tallylight.actions import ACTIONS
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
-from tallylight.speech.command_types import TIMER_UNIT_SLOTS, Command, FrozenMap, SlotType, template_fields
+from tallylight.speech.command_draft import CommandDraft, Option
+from tallylight.speech.command_types import Command, FrozenMap, SlotType
 from tallylight.speech.conflicts import find_conflict
 from tallylight.speech.grammar import Grammar
-from tallylight.speech.phrase import PhraseError, Seq, parse_phrase, required_slots, slot_refs
+from tallylight.speech.phrase import PhraseError, Seq, parse_phrase, slot_refs
 from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Actions and their options
-
-
-@dataclass(frozen=True)
-class _Opt:
-    types: tuple[type, ...]
-    required: bool = False
-    check: Callable[[Any], str | None] | None = None
-    default: Any = None  # filled in when not given (None: left out, the action uses [actions])
-
-
-def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v <= hi else f"a number from {lo:g} to {hi:g}"
-
-
-def _bcm(v: Any) -> str | None:
-    return None if 0 <= v <= 27 else "a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)"
-
-
-def _set_choice(v: Any) -> str | None:
-    return None if v in ("on", "off", "toggle", "pulse") else "one of 'on', 'off', 'toggle', 'pulse'"
-
-
-ACTIONS: dict[str, dict[str, _Opt]] = {
-    "time": {},
-    "timer": {"seconds": _Opt((int,), check=_range(1, 24 * 3600))},
-    "timer_cancel": {},
-    "volume_up": {"step": _Opt((int,), check=_range(1, 50))},
-    "volume_down": {"step": _Opt((int,), check=_range(1, 50))},
-    "stop": {},
-    "mute": {},
-    "gpio": {
-        "pin": _Opt((int,), required=True, check=_bcm),
-        "set": _Opt((str,), required=True, check=_set_choice),
-        "pulse_s": _Opt((float, int), check=_range(0.01, 60)),
-        "active_high": _Opt((bool,), default=True),
-    },
-    "run": {
-        "argv": _Opt((list,), required=True),
-        "pass_transcript": _Opt((bool,), default=False),
-        "timeout_s": _Opt((float, int), check=_range(0.1, 600)),
-    },
-}
-
-# Values an action hands to its reply template besides the slots: the time action says the time
-# as "{time}", the timer its length as "{duration}", volume the new level as "{volume}" (percent).
-ACTION_REPLY_VALUES: dict[str, frozenset[str]] = {
-    "time": frozenset({"time"}),
-    "timer": frozenset({"duration"}),
-    "volume_up": frozenset({"volume"}),
-    "volume_down": frozenset({"volume"}),
-}
-
-PULSE_DEFAULT_S = 0.5
 
 _COMMAND_KEYS = ("phrases", "action", "slots", "reply")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -176,7 +121,7 @@ def _same_type(a: SlotType, b: SlotType) -> bool:
     return (a.kind, a.lo, a.hi, dict(a.values)) == (b.kind, b.lo, b.hi, dict(b.values))
 
 
-def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
+def _check_option(where: str, key: str, value: Any, opt: Option) -> Any:
     ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
     if not ok:
         raise _fail(where, key, f"must be {_type_name(opt.types)}, not {value!r}")
@@ -188,24 +133,6 @@ def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class _Draft:
-    """A command part-way through its checks: where it is written, and its phrases and slots once
-    read, which the reply, argv and action checks after them need."""
-
-    where: str
-    base: str  # "commands.NAME", the start of every key in the messages
-    trees: tuple[Seq, ...] = ()
-    slots: Mapping[str, SlotType] = field(default_factory=FrozenMap)
-
-    def fail(self, key: str, detail: str) -> ConfigError:
-        return _fail(self.where, f"{self.base}{key}", detail)
-
-    def always(self) -> set[str]:
-        """The slots heard in every phrase, which a template may always use."""
-        return set.intersection(*(required_slots(t) for t in self.trees))
-
-
 def _check_name(where: str, name: str, body: Any) -> None:
     base = f"commands.{name}"
     if not _NAME.match(name):
@@ -214,7 +141,7 @@ def _check_name(where: str, name: str, body: Any) -> None:
         raise _fail(where, base, f"must be a table with phrases and action ([commands.{name}]), not {body!r}")
 
 
-def _parse_action(draft: _Draft, body: dict) -> str:
+def _parse_action(draft: CommandDraft, body: dict) -> str:
     action = body.get("action")
     if action is None:
         raise draft.fail(".action", "missing: say what the command does, one of " + ", ".join(ACTIONS))
@@ -223,8 +150,8 @@ def _parse_action(draft: _Draft, body: dict) -> str:
     return action
 
 
-def _check_keys(draft: _Draft, body: dict, action: str) -> None:
-    schema = ACTIONS[action]
+def _check_keys(draft: CommandDraft, body: dict, action: str) -> None:
+    schema = ACTIONS[action].options
     for key in body:
         if key not in _COMMAND_KEYS and key not in schema:
             own = ", ".join(schema) if schema else "none"
@@ -234,7 +161,7 @@ def _check_keys(draft: _Draft, body: dict, action: str) -> None:
             )
 
 
-def _parse_phrases(draft: _Draft, body: dict) -> tuple[list[str], tuple[Seq, ...]]:
+def _parse_phrases(draft: CommandDraft, body: dict) -> tuple[list[str], tuple[Seq, ...]]:
     phrases = body.get("phrases")
     if phrases is None:
         raise draft.fail(".phrases", 'missing: list what can be said, like phrases = ["lights on"]')
@@ -253,7 +180,7 @@ def _parse_phrases(draft: _Draft, body: dict) -> tuple[list[str], tuple[Seq, ...
     return phrases, tuple(trees)
 
 
-def _parse_slots(draft: _Draft, body: dict) -> dict[str, SlotType]:
+def _parse_slots(draft: CommandDraft, body: dict) -> dict[str, SlotType]:
     """Slots from the `slots` table, and from inline {name:spec} in the phrases; each one used."""
     slots = _table_slots(draft, body.get("slots", {}))
     _add_inline_slots(draft, slots)
@@ -272,7 +199,7 @@ def _parse_slots(draft: _Draft, body: dict) -> dict[str, SlotType]:
     return slots
 
 
-def _table_slots(draft: _Draft, raw_slots: Any) -> dict[str, SlotType]:
+def _table_slots(draft: CommandDraft, raw_slots: Any) -> dict[str, SlotType]:
     if not isinstance(raw_slots, dict):
         raise draft.fail(".slots", f'must be a table, like slots = {{ minutes = "1-99" }}, not {raw_slots!r}')
     slots: dict[str, SlotType] = {}
@@ -284,7 +211,7 @@ def _table_slots(draft: _Draft, raw_slots: Any) -> dict[str, SlotType]:
     return slots
 
 
-def _add_inline_slots(draft: _Draft, slots: dict[str, SlotType]) -> None:
+def _add_inline_slots(draft: CommandDraft, slots: dict[str, SlotType]) -> None:
     for i, tree in enumerate(draft.trees):
         for ref in slot_refs(tree):
             if ref.spec is None:
@@ -302,41 +229,18 @@ def _add_inline_slots(draft: _Draft, slots: dict[str, SlotType]) -> None:
             slots[ref.name] = inline
 
 
-def _check_template(draft: _Draft, key: str, template: Any, extra: frozenset[str]) -> None:
-    """A reply or argv element may use the slots heard in every phrase and the action's `extra` values."""
-    if not isinstance(template, str):
-        raise _fail(draft.where, key, f"must be a string, not {template!r}")
-    try:
-        names = template_fields(template)
-    except ValueError as e:
-        raise _fail(draft.where, key, f"bad template {template!r}: {e}") from None
-    always = draft.always()
-    for n in names:
-        if n in extra or n in always:
-            continue
-        if n in draft.slots:
-            i = next(i for i, t in enumerate(draft.trees) if n not in required_slots(t))
-            raise _fail(
-                draft.where, key,
-                f"uses {{{n}}}, but phrases[{i}] can be said without it "
-                "(make it required there, or leave it out here)",
-            )
-        known = ", ".join("{" + k + "}" for k in sorted(always | extra)) or "none"
-        raise _fail(draft.where, key, f"uses {{{n}}}, which this command does not have (it has: {known})")
-
-
-def _parse_reply(draft: _Draft, body: dict, action: str) -> str | None:
+def _parse_reply(draft: CommandDraft, body: dict, action: str) -> str | None:
     reply = body.get("reply")
     if reply is not None:
-        _check_template(draft, f"{draft.base}.reply", reply, ACTION_REPLY_VALUES.get(action, frozenset()))
+        draft.check_template(f"{draft.base}.reply", reply, ACTIONS[action].reply_fields)
         if not reply.strip():
             raise draft.fail(".reply", "is empty: write what to say, or leave reply out")
     return reply
 
 
-def _parse_options(draft: _Draft, body: dict, action: str) -> dict[str, Any]:
+def _parse_options(draft: CommandDraft, body: dict, action: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for oname, opt in ACTIONS[action].items():
+    for oname, opt in ACTIONS[action].options.items():
         key = f"{draft.base}.{oname}"
         if oname in body:
             options[oname] = _check_option(draft.where, key, body[oname], opt)
@@ -347,59 +251,9 @@ def _parse_options(draft: _Draft, body: dict, action: str) -> dict[str, Any]:
     return options
 
 
-def _check_gpio(draft: _Draft, options: dict[str, Any]) -> None:
-    if options["set"] == "pulse":
-        options.setdefault("pulse_s", PULSE_DEFAULT_S)
-    elif "pulse_s" in options:
-        raise draft.fail(
-            ".pulse_s", f"only applies with set = \"pulse\" (this command has set = {options['set']!r})"
-        )
-
-
-def _check_run(draft: _Draft, options: dict[str, Any]) -> None:
-    argv = options["argv"]
-    if not argv:
-        raise draft.fail(".argv", 'is empty: give the program and its arguments, like ["/usr/local/bin/hello"]')
-    for i, arg in enumerate(argv):
-        _check_template(draft, f"{draft.base}.argv[{i}]", arg, frozenset())
-    if not argv[0].startswith("/") or template_fields(argv[0]):
-        raise draft.fail(
-            ".argv[0]",
-            f"must be the program's full path, like /usr/local/bin/hello, not {argv[0]!r} "
-            "(no shell or PATH lookup is used)",
-        )
-    options["argv"] = tuple(argv)
-
-
-def _check_timer(draft: _Draft, options: dict[str, Any]) -> None:
-    slots = draft.slots
-    for i, tree in enumerate(draft.trees):
-        length = [n for n in required_slots(tree)
-                  if slots[n].kind == "duration" or (n in TIMER_UNIT_SLOTS and slots[n].kind == "int")]
-        if len(length) > 1 and any(slots[n].kind == "duration" for n in length):
-            raise draft.fail(f".phrases[{i}]", "has a duration slot and another length slot: keep one")
-        if not length and "seconds" not in options:
-            raise draft.fail(
-                f".phrases[{i}]",
-                "gives the timer no length: use a {minutes}, {seconds} or {hours} range slot or a duration slot "
-                "in every phrase, or set seconds = 300 for a fixed length",
-            )
-    for n, slot in slots.items():
-        if n in TIMER_UNIT_SLOTS and slot.kind == "int" and slot.lo == 0:
-            raise draft.fail(f".slots.{n}", "starts at 0, and a timer of zero makes no sense: start the range at 1")
-
-
-# Checks of one action across its options, phrases and slots (may also fill in derived options).
-_ACTION_CHECKS: dict[str, Callable[[_Draft, dict[str, Any]], None]] = {
-    "gpio": _check_gpio,
-    "run": _check_run,
-    "timer": _check_timer,
-}
-
-
 def _parse_command(where: str, name: str, body: Any) -> Command:
     _check_name(where, name, body)
-    draft = _Draft(where, f"commands.{name}")
+    draft = CommandDraft(where, f"commands.{name}")
     action = _parse_action(draft, body)
     _check_keys(draft, body, action)
     phrases, trees = _parse_phrases(draft, body)
@@ -407,7 +261,7 @@ def _parse_command(where: str, name: str, body: Any) -> Command:
     draft = dataclasses.replace(draft, slots=FrozenMap(_parse_slots(draft, body)))
     reply = _parse_reply(draft, body, action)
     options = _parse_options(draft, body, action)
-    check = _ACTION_CHECKS.get(action)
+    check = ACTIONS[action].check
     if check is not None:
         check(draft, options)
     return Command(
