@@ -29,6 +29,7 @@ the model's own recommended threshold. Per engine:
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -196,6 +197,13 @@ class EngineFiles:
     tflite_lib: Path
 
 
+def _import_library(module: str, engine: str, package: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EngineError(f"{engine} is not installed ({e}): run scripts/setup.sh or pip install {package}") from None
+
+
 def _moved(package: str, what: str) -> EngineError:
     try:
         version = importlib.metadata.version(package)
@@ -216,12 +224,7 @@ def _builtin_models_dir(package: str, module: Any, first_model: str) -> Path:
 
 def microwakeword_files() -> EngineFiles:
     """pymicro-wakeword's builtin models and TFLite library; EngineError when it is missing or moved them."""
-    try:
-        from pymicro_wakeword import microwakeword as module
-    except ImportError as e:
-        raise EngineError(
-            f"microWakeWord is not installed ({e}): run scripts/setup.sh or pip install pymicro-wakeword"
-        ) from None
+    module = _import_library("pymicro_wakeword.microwakeword", "microWakeWord", "pymicro-wakeword")
     models_dir = _builtin_models_dir("pymicro-wakeword", module, f"{MICROWAKEWORD_MODELS[0]}.json")
     lib_dir = getattr(module, "_MODULE_LIB_DIR", None)
     if not isinstance(lib_dir, Path):
@@ -234,12 +237,7 @@ def microwakeword_files() -> EngineFiles:
 
 def openwakeword_files() -> EngineFiles:
     """pyopen-wakeword's builtin models and TFLite library; EngineError when it is missing or moved them."""
-    try:
-        from pyopen_wakeword import openwakeword as module
-    except ImportError as e:
-        raise EngineError(
-            f"openWakeWord is not installed ({e}): run scripts/setup.sh or pip install pyopen-wakeword"
-        ) from None
+    module = _import_library("pyopen_wakeword.openwakeword", "openWakeWord", "pyopen-wakeword")
     models_dir = _builtin_models_dir("pyopen-wakeword", module, f"{OPENWAKEWORD_MODELS[0]}.tflite")
     find_lib = getattr(module, "_find_tensorflowlite_c", None)
     if not callable(find_lib):
