@@ -473,7 +473,7 @@ def _mww_frame_ms(cfg: C.Config) -> int:
     from tallylight.wake import make_wake_detector
 
     with make_wake_detector(cfg.wake) as det:
-        return det.frame_samples * 1000 // 16000
+        return det.frame_samples * 1000 // RATE
 
 
 def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: list[bytes], wav: Path) -> list[str]:
@@ -1491,8 +1491,8 @@ def finish_ms(factories: Sequence[Callable[[], Any]], clips: Sequence[bytes], bl
 
 
 def table_recognizer_cpu(ctx: "Ctx") -> Table:
+    from tallylight.speech.engines import make_recognizer
     from tallylight.speech.grammar import Grammar
-    from tallylight.speech.recognizer import make_recognizer
     from tallylight.speech.understand import commands_of
 
     t = Table(7, "Recognizer CPU per audio second (issue 3)", "none set in the issue (reported)",

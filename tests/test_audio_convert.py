@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from audio_rigs import interleave, tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audio_rigs import interleave, tone
-from tallylight.audio.convert import BlockConverter, Reblocker, block_bytes, to_s16
+from tallylight.audio.convert import BlockConverter, Reblocker, to_s16
+from tallylight.pcm import block_bytes
 
 
 def pcm(a: np.ndarray) -> bytes:
@@ -191,4 +192,3 @@ def test_reblocker_any_split_gives_the_same_blocks(data, n, cuts):
 
 def test_block_bytes():
     assert block_bytes(20) == 640
-    assert block_bytes(10, 48000) == 960

@@ -4,21 +4,21 @@ checking that the one-line ConfigError names the file and the key to fix."""
 from __future__ import annotations
 
 import copy
-import tomllib
+import dataclasses
 
 import pytest
 
 from tallylight import config
+from tallylight.actions import timer_seconds
 from tallylight.errors import ConfigError
+from tallylight.speech.command_types import Command, FrozenMap
 from tallylight.speech.commands import (
-    Command,
-    FrozenMap,
     default_commands,
     default_commands_text,
     parse_commands,
-    timer_seconds,
 )
 from tallylight.speech.grammar import Grammar
+from tallylight.speech.understand import commands_of
 
 WHERE = "/etc/tallylight/tallylight.toml"
 
@@ -112,7 +112,7 @@ def test_default_commands_have_the_names_and_phrases_the_issue_fixes():
     assert cmds["light_on"].options["pin"] == cmds["light_off"].options["pin"] == 22
     assert (cmds["light_on"].options["set"], cmds["light_off"].options["set"]) == ("on", "off")
     assert cmds["mute"].action == "mute"
-    assert timer_seconds(cmds["timer"], {"minutes": 5}) == 300
+    assert timer_seconds(g.match("set a timer for five minutes")) == 300
 
 
 def test_default_replies_render():
@@ -122,18 +122,16 @@ def test_default_replies_render():
     assert g.match("lights on").reply_text() == "Okay, the light is on."
 
 
-def test_config_file_copy_matches_the_package_data(repo):
-    # config/commands-default.toml is what the lead pastes into config/tallylight.toml; the package
-    # data copy is what an installed package reads. They must not drift apart.
-    assert (repo / "config" / "commands-default.toml").read_text() == default_commands_text()
-
-
-def test_shipped_config_carries_the_default_commands(repo):
+def test_shipped_config_ends_with_the_default_commands_as_the_package_has_them(repo):
+    # One source: the package data (what an installed package reads when a config has no
+    # [commands]). config/tallylight.toml shows the same text to the owner, to edit; it must not drift.
+    text = (repo / "config" / "tallylight.toml").read_text()
+    assert text.endswith(default_commands_text()), (
+        "config/tallylight.toml's commands differ from device/tallylight/data/commands-default.toml: edit the "
+        "package file and copy it to the end of the config"
+    )
     path = repo / "config" / "tallylight.toml"
-    if not path.exists() or "commands" not in tomllib.loads(path.read_text()):
-        pytest.skip("config/tallylight.toml has no [commands] yet (the lead pastes config/commands-default.toml in)")
-    cfg = config.load(path)
-    assert parse_commands(cfg.commands, str(path)) == default_commands()
+    assert parse_commands(config.load(path).commands, str(path)) == default_commands()
 
 
 def test_config_load_validates_commands_through_parse_commands():
@@ -141,6 +139,18 @@ def test_config_load_validates_commands_through_parse_commands():
     with pytest.raises(ConfigError, match=r"^x\.toml: commands\.timer\.action: unknown action 'teleport'"):
         config.from_dict(raw, "x.toml")
     assert config.from_dict({"commands": GOOD}, "x.toml").commands == GOOD
+
+
+def test_the_commands_are_parsed_once_when_the_config_is_loaded():
+    cfg = config.from_dict({"commands": GOOD}, "x.toml")
+    assert cfg.parsed_commands == parse_commands(GOOD, "x.toml")
+    assert commands_of(cfg) is cfg.parsed_commands
+    # A config changed after loading is parsed again, never answered with the old commands.
+    fewer = {"timer": GOOD["timer"]}
+    changed = dataclasses.replace(cfg, commands=fewer)
+    assert changed.parsed_commands is None
+    assert [c.name for c in commands_of(changed)] == ["timer"]
+    assert commands_of(config.from_dict({}, "x.toml")) == default_commands()
 
 
 def test_inline_slot_type_and_enum_table():
@@ -158,7 +168,7 @@ def test_inline_slot_type_and_enum_table():
     m = g.match("make it warm white")
     assert m.slots == {"color": "ffd0a0"} and m.argv() == ("/usr/bin/lamp", "--color=ffd0a0")
     m = g.match("wake me in an hour and a half")
-    assert m.slots == {"d": 5400} and timer_seconds(m.command, m.slots) == 5400
+    assert m.slots == {"d": 5400} and timer_seconds(m) == 5400
 
 
 def test_frozen_map_behaves_like_a_read_only_dict():

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
-from tallylight.speech.commands import Command, FrozenMap, _parse_slot, default_commands, parse_commands
-from tallylight.speech.grammar import Grammar, PhraseError, normalize_words, parse_phrase
+from tallylight.speech.command_types import Command, FrozenMap
+from tallylight.speech.commands import _parse_slot, default_commands, parse_commands
+from tallylight.speech.grammar import Grammar
+from tallylight.speech.phrase import PhraseError, parse_phrase
+from tallylight.speech.words import normalize_words
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

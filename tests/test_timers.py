@@ -62,12 +62,12 @@ def test_cancel_latest_then_by_label_then_nothing():
     assert c not in timers.active()
 
 
-def test_cancel_all_and_cancelled_timer_never_fires():
+def test_cancelled_timer_never_fires():
     timers = Timers(clock=Clock())
     timers.start(1, "a")
     timers.start(2, "b")
-    assert timers.cancel_all() == 2
-    assert timers.cancel_all() == 0
+    assert timers.cancel() is True and timers.cancel() is True
+    assert timers.cancel() is False
     assert timers.tick(10**9) == []
 
 

@@ -24,7 +24,8 @@ import pytest
 import speech
 from tallylight.config import RecognizerConfig
 from tallylight.errors import EngineError
-from tallylight.speech.recognizer import Hypothesis, make_recognizer
+from tallylight.speech.engines import make_recognizer
+from tallylight.speech.recognizer import Hypothesis
 from tallylight.speech.vosk_engine import VoskRecognizer, load_model
 
 # The pinned test model (the wheel: a4fecdf3854dd9de12ae5ae0f752c422c5edfd03070d3d5851cdd7df6f31c9fd).

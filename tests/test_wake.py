@@ -16,12 +16,14 @@ from tallylight.config import WakeConfig
 from tallylight.errors import ConfigError, EngineError, TallylightError
 from tallylight.wake import (
     MICROWAKEWORD_MODELS,
+    OPENWAKEWORD_MODELS,
     MicroWakeWordDetector,
     OpenWakeWordDetector,
     WakeDetection,
-    available_models,
     make_wake_detector,
     microwakeword_cutoff,
+    microwakeword_files,
+    openwakeword_files,
     openwakeword_threshold,
 )
 
@@ -126,14 +128,13 @@ def test_microwakeword_scores_equal_the_librarys_own_step(model, synth):
     be the library's windowed probability (MicroWakeWordFeatures + process_streaming_prob), bit for
     bit, including around detections, after a reset, and on loud noise."""
     from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
-    from pymicro_wakeword.microwakeword import _MODELS_DIR
 
     noise = np.random.default_rng(0).normal(0, 4000, 16000 * 3).clip(-32768, 32767).astype("<i2").tobytes()
     clips = [speech.pcm(synth("okay nabu, turn on the light", voice="en-us")),
              speech.pcm(synth("hey jarvis, what time is it", voice="en-gb")), noise]
     with MicroWakeWordDetector(model) as det:
         assert det._step is not None, "the lean step should apply to every builtin model"
-        lib = MicroWakeWord.from_config(_MODELS_DIR / f"{model}.json")
+        lib = MicroWakeWord.from_config(microwakeword_files().models_dir / f"{model}.json")
         features = MicroWakeWordFeatures()
         frame = det.frame_samples * 2
         compared = 0
@@ -215,11 +216,33 @@ def test_close_is_safe_twice_and_use_after_close_is_an_error():
         det.process(b"\0" * BLOCK)
 
 
-def test_available_models():
-    models = available_models()
-    assert models["microwakeword"] == ["okay_nabu", "hey_jarvis", "alexa", "hey_mycroft"]
-    assert "hey_rhasspy" in models["openwakeword"]
-    assert "porcupine" in models["porcupine"] and "jarvis" in models["porcupine"]
+def test_the_libraries_hold_every_builtin_model():
+    assert all((microwakeword_files().models_dir / f"{m}.json").is_file() for m in MICROWAKEWORD_MODELS)
+    oww = openwakeword_files()
+    assert all((oww.models_dir / f"{m}.tflite").is_file() for m in OPENWAKEWORD_MODELS)
+    assert oww.tflite_lib.is_file()
+
+
+# The private names of the wake word libraries that tallylight reads (see EngineFiles in wake.py). An
+# upgrade that moves one must stop start-up with a line that names it, not an AttributeError.
+@pytest.mark.parametrize(("module", "name", "engine"), [
+    ("pymicro_wakeword.microwakeword", "_MODELS_DIR", "microwakeword"),
+    ("pymicro_wakeword.microwakeword", "_MODULE_LIB_DIR", "microwakeword"),
+    ("pyopen_wakeword.openwakeword", "_MODELS_DIR", "openwakeword"),
+    ("pyopen_wakeword.openwakeword", "_find_tensorflowlite_c", "openwakeword"),
+])
+def test_an_upgrade_that_moves_a_private_name_fails_loudly(monkeypatch, module, name, engine):
+    monkeypatch.delattr(f"{module}.{name}")
+    with pytest.raises(EngineError) as e:
+        make_wake_detector(WakeConfig(engine=engine))
+    msg = str(e.value)
+    assert f"{module}.{name}" in msg and "no longer has" in msg and "scripts/setup.sh" in msg and "\n" not in msg
+
+
+def test_builtin_models_gone_from_their_folder_fail_loudly(monkeypatch, tmp_path):
+    monkeypatch.setattr("pymicro_wakeword.microwakeword._MODELS_DIR", tmp_path)
+    with pytest.raises(EngineError, match=r"pymicro-wakeword .* no longer has its builtin models"):
+        make_wake_detector(WakeConfig())
 
 
 # ----------------------------------------------------------------------------------- bad models
@@ -276,11 +299,9 @@ for engine, model in (("openwakeword", {str(bad)!r}), ("microwakeword", {str(cfg
 
 
 def test_model_from_a_path(tmp_path):
-    from pymicro_wakeword.microwakeword import _MODELS_DIR
-
     # A copied builtin model, loaded by path, behaves as the builtin.
     for name in ("okay_nabu.json", "okay_nabu.tflite"):
-        (tmp_path / name).write_bytes((_MODELS_DIR / name).read_bytes())
+        (tmp_path / name).write_bytes((microwakeword_files().models_dir / name).read_bytes())
     with make_wake_detector(WakeConfig(model=str(tmp_path / "okay_nabu.json"))) as det:
         assert det.word == "okay nabu" and det.threshold == pytest.approx(0.85)
 

@@ -9,7 +9,7 @@ Actions (`command.action`):
 - `time`: "It's 3:05 PM."
 - `timer`: starts a timer of its duration slot (seconds), or its `hours`/`minutes`/`seconds` int
   slots, or `options.seconds`; the daemon plays the alarm for what `timers.tick(now)` returns.
-- `timer_cancel`: cancels the latest timer (`options.all = true`: every timer).
+- `timer_cancel`: cancels the latest timer.
 - `volume_up` / `volume_down`: the ALSA mixer through `amixer -M sset CONTROL STEP%+/-`.
 - `stop`: sets `ActionResult.stop`; the daemon cuts the reply or alarm that is playing.
 - `mute`: sets `ActionResult.mute`.
@@ -29,25 +29,20 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from tallylight.errors import HardwareError, TallylightError
 from tallylight.reply import render
+from tallylight.speech.command_draft import CommandDraft, Option
+from tallylight.speech.command_types import TIMER_UNIT_SLOTS, FrozenMap, template_fields
+from tallylight.speech.phrase import required_slots
 from tallylight.timers import Timers
 
 log = logging.getLogger(__name__)
 
 SORRY = "Sorry, that didn't work."
 MUTE_REPLY = "Microphone off. Press the mute button to turn it back on."
-DEFAULT_REPLIES = {
-    "time": "It's {time}.",
-    "timer": "Timer set for {duration}.",
-    "timer_cancel": "Timer cancelled.",
-    "mute": MUTE_REPLY,
-    "gpio": "Okay.",
-    "run": "Okay.",
-}
 # The most of a program's output used for a reply, and kept from its stderr for the log.
 MAX_OUTPUT_CHARS = 200
 # The most of each of a program's output streams held in memory (the start of stdout, for the reply;
@@ -281,13 +276,13 @@ class ActionRunner:
         """Carry out `match.command.action`; never raises for a failed action (ok=False instead)."""
         command = match.command
         action = command.action
-        handler = getattr(self, f"_do_{action}", None)
-        if handler is None:
+        spec = ACTIONS.get(action)
+        if spec is None:
             return ActionResult(False, SORRY, f"command {command.name!r}: unknown action {action!r}")
         if self._closed:
             return ActionResult(False, SORRY, "actions are closed")
         try:
-            result = handler(match)
+            result = spec.handler(self, match)
         except TallylightError as e:
             log.warning("command %r (%s) failed: %s", command.name, action, e)
             return ActionResult(False, SORRY, str(e))
@@ -312,10 +307,13 @@ class ActionRunner:
 
     # -- replies ----------------------------------------------------------------------------------
 
-    def _reply(self, match: Any, **fields: Any) -> str | None:
+    def reply(self, match: Any, **fields: Any) -> str | None:
+        """What to say for `match`: its command's reply, else its action's default reply, filled in
+        with the slots and the action's own `fields`; None when there is nothing to say."""
         template = match.command.reply
         if template is None:
-            template = DEFAULT_REPLIES.get(match.command.action)
+            spec = ACTIONS.get(match.command.action)
+            template = spec.default_reply if spec else None
         if template is None:
             return None
         # Slots by the words heard ("twenty one", the enum's spoken word) when the matcher gives
@@ -329,10 +327,10 @@ class ActionRunner:
 
     def _do_time(self, match: Any) -> ActionResult:
         now = spoken_time(self._clock())
-        return ActionResult(True, self._reply(match, time=now), now)
+        return ActionResult(True, self.reply(match, time=now), now)
 
     def _do_timer(self, match: Any) -> ActionResult:
-        seconds = _timer_seconds(match)
+        seconds = timer_seconds(match)
         if seconds is None:
             return ActionResult(False, "How long should the timer run?", "no duration slot heard")
         duration = spoken_duration(seconds)
@@ -340,18 +338,12 @@ class ActionRunner:
             timer = self.timers.start(seconds, f"{duration} timer")
         except ValueError as e:
             return ActionResult(False, f"I can't set that timer: {e}.", str(e))
-        return ActionResult(True, self._reply(match, duration=duration), f"timer {timer.id}: {seconds:g} s")
+        return ActionResult(True, self.reply(match, duration=duration), f"timer {timer.id}: {seconds:g} s")
 
     def _do_timer_cancel(self, match: Any) -> ActionResult:
-        if match.command.options.get("all"):
-            n = self.timers.cancel_all()
-            ok = n > 0
-        else:
-            n = 1 if self.timers.cancel() else 0
-            ok = n == 1
-        if not ok:
+        if not self.timers.cancel():
             return ActionResult(False, "There is no timer.", "no timer running")
-        return ActionResult(True, self._reply(match, count=n), f"{n} cancelled")
+        return ActionResult(True, self.reply(match, count=1), "1 cancelled")
 
     def _do_volume_up(self, match: Any) -> ActionResult:
         return self._volume(match, +match.command.options.get("step", self._cfg.volume_step))
@@ -366,13 +358,13 @@ class ActionRunner:
             # The spoken part stays short; the fix (a config key, a command) goes to the log.
             spoken = str(e).split(" (", 1)[0]
             return ActionResult(False, f"I can't change the volume: {spoken}.", str(e))
-        return ActionResult(True, self._reply(match, volume=level), f"volume {level}%")
+        return ActionResult(True, self.reply(match, volume=level), f"volume {level}%")
 
     def _do_stop(self, match: Any) -> ActionResult:
-        return ActionResult(True, self._reply(match), "stop", stop=True)
+        return ActionResult(True, self.reply(match), "stop", stop=True)
 
     def _do_mute(self, match: Any) -> ActionResult:
-        return ActionResult(True, self._reply(match), "mute by voice", mute=True)
+        return ActionResult(True, self.reply(match), "mute by voice", mute=True)
 
     # -- GPIO -------------------------------------------------------------------------------------
 
@@ -398,7 +390,7 @@ class ActionRunner:
             # gpiozero's own background thread turns it off again; a pulse never blocks the daemon.
             device.blink(on_time=float(pulse_s), off_time=0.0, n=1, background=True)
         state = "pulsed" if mode == "pulse" else ("on" if device.value else "off")
-        return ActionResult(True, self._reply(match, state=state), f"GPIO{pin} {state}")
+        return ActionResult(True, self.reply(match, state=state), f"GPIO{pin} {state}")
 
     def _output(self, pin: int, active_high: bool) -> Any:
         """The output device on `pin`, opened on first use and kept (so its state stays put)."""
@@ -474,14 +466,135 @@ class ActionRunner:
             why = _one_line(err) or f"exit status {proc.returncode}"
             status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
             return ActionResult(False, SORRY, f"{program!r} failed ({status}): {why}")
-        return ActionResult(True, self._reply(match, output=first), f"{program!r} ok")
+        return ActionResult(True, self.reply(match, output=first), f"{program!r} ok")
 
 
-# Int slots a timer takes its length from, by name; any duration slot (whole seconds) also counts.
-TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
+# ---------------------------------------------------------------------------------------------------
+# The actions: one spec each, the only place an action is described
 
 
-def _timer_seconds(match: Any) -> float | None:
+@dataclass(frozen=True)
+class ActionSpec:
+    """One kind of action, whole: what the config may set for it, what its reply may say, how the
+    responder runs it and what it does.
+
+    `handler(runner, match)` does it and returns an ActionResult (raising TallylightError is a
+    failed action too). `options` are its option keys in a command table; `check(draft, options)`
+    checks them against the command's phrases and slots (raising `draft.fail(...)`) and may fill in
+    derived ones. `reply_fields` are the values the handler gives the reply template besides the
+    slots. `immediate` actions only set ActionResult flags and are applied on the audio thread as
+    soon as they are heard; the others run on the action thread, in order.
+    """
+
+    name: str
+    handler: Callable[[ActionRunner, Any], ActionResult]
+    options: Mapping[str, Option] = field(default_factory=FrozenMap)
+    check: Callable[[CommandDraft, dict[str, Any]], None] | None = None
+    reply_fields: frozenset[str] = frozenset()
+    default_reply: str | None = None
+    immediate: bool = False
+
+
+# Every action by name, in the order the config's error messages list them.
+ACTIONS: dict[str, ActionSpec] = {}
+_ACTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def register_action(spec: ActionSpec) -> ActionSpec:
+    """Add an action; `action = "NAME"` in a command table then chooses it."""
+    if not _ACTION_NAME.match(spec.name):
+        raise ValueError(f"an action name must be lowercase letters, digits and _, not {spec.name!r}")
+    if spec.name in ACTIONS:
+        raise ValueError(f"there is already an action {spec.name!r}")
+    ACTIONS[spec.name] = spec
+    return spec
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"a number from {lo:g} to {hi:g}"
+
+
+def _bcm(v: Any) -> str | None:
+    return None if 0 <= v <= 27 else "a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)"
+
+
+def _set_choice(v: Any) -> str | None:
+    return None if v in ("on", "off", "toggle", "pulse") else "one of 'on', 'off', 'toggle', 'pulse'"
+
+
+PULSE_DEFAULT_S = 0.5
+
+
+def _check_gpio_options(draft: CommandDraft, options: dict[str, Any]) -> None:
+    if options["set"] == "pulse":
+        options.setdefault("pulse_s", PULSE_DEFAULT_S)
+    elif "pulse_s" in options:
+        raise draft.fail(
+            ".pulse_s", f"only applies with set = \"pulse\" (this command has set = {options['set']!r})"
+        )
+
+
+def _check_run_options(draft: CommandDraft, options: dict[str, Any]) -> None:
+    argv = options["argv"]
+    if not argv:
+        raise draft.fail(".argv", 'is empty: give the program and its arguments, like ["/usr/local/bin/hello"]')
+    for i, arg in enumerate(argv):
+        draft.check_template(f"{draft.base}.argv[{i}]", arg, frozenset())
+    if not argv[0].startswith("/") or template_fields(argv[0]):
+        raise draft.fail(
+            ".argv[0]",
+            f"must be the program's full path, like /usr/local/bin/hello, not {argv[0]!r} "
+            "(no shell or PATH lookup is used)",
+        )
+    options["argv"] = tuple(argv)
+
+
+def _check_timer_options(draft: CommandDraft, options: dict[str, Any]) -> None:
+    slots = draft.slots
+    for i, tree in enumerate(draft.trees):
+        length = [n for n in required_slots(tree)
+                  if slots[n].kind == "duration" or (n in TIMER_UNIT_SLOTS and slots[n].kind == "int")]
+        if len(length) > 1 and any(slots[n].kind == "duration" for n in length):
+            raise draft.fail(f".phrases[{i}]", "has a duration slot and another length slot: keep one")
+        if not length and "seconds" not in options:
+            raise draft.fail(
+                f".phrases[{i}]",
+                "gives the timer no length: use a {minutes}, {seconds} or {hours} range slot or a duration slot "
+                "in every phrase, or set seconds = 300 for a fixed length",
+            )
+    for n, slot in slots.items():
+        if n in TIMER_UNIT_SLOTS and slot.kind == "int" and slot.lo == 0:
+            raise draft.fail(f".slots.{n}", "starts at 0, and a timer of zero makes no sense: start the range at 1")
+
+
+_VOLUME_OPTIONS = FrozenMap(step=Option((int,), check=_range(1, 50)))
+
+for _spec in (
+    ActionSpec("time", ActionRunner._do_time, reply_fields=frozenset({"time"}), default_reply="It's {time}."),
+    ActionSpec("timer", ActionRunner._do_timer, FrozenMap(seconds=Option((int,), check=_range(1, 24 * 3600))),
+               check=_check_timer_options, reply_fields=frozenset({"duration"}),
+               default_reply="Timer set for {duration}."),
+    ActionSpec("timer_cancel", ActionRunner._do_timer_cancel, default_reply="Timer cancelled."),
+    ActionSpec("volume_up", ActionRunner._do_volume_up, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
+    ActionSpec("volume_down", ActionRunner._do_volume_down, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
+    ActionSpec("stop", ActionRunner._do_stop, immediate=True),
+    ActionSpec("mute", ActionRunner._do_mute, default_reply=MUTE_REPLY, immediate=True),
+    ActionSpec("gpio", ActionRunner._do_gpio, FrozenMap(
+        pin=Option((int,), required=True, check=_bcm),
+        set=Option((str,), required=True, check=_set_choice),
+        pulse_s=Option((float, int), check=_range(0.01, 60)),
+        active_high=Option((bool,), default=True),
+    ), check=_check_gpio_options, default_reply="Okay."),
+    ActionSpec("run", ActionRunner._do_run, FrozenMap(
+        argv=Option((list,), required=True),
+        pass_transcript=Option((bool,), default=False),
+        timeout_s=Option((float, int), check=_range(0.1, 600)),
+    ), check=_check_run_options, default_reply="Okay."),
+):
+    register_action(_spec)
+
+
+def timer_seconds(match: Any) -> float | None:
     """The timer's length: its duration slot (seconds), else its hours/minutes/seconds int slots,
     else `options.seconds`; None when nothing says how long."""
     command, slots = match.command, match.slots

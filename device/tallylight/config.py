@@ -191,6 +191,9 @@ class Config:
     commands: Mapping[str, Any] = field(default_factory=dict)
     # Path keys given relative, as (key, as written, the full path used): logged and shown by `check`.
     relative_paths: tuple[tuple[str, str, str], ...] = ()
+    # The same commands as `from_dict` parsed them, so that nothing parses them again. Not an init
+    # field, so dataclasses.replace(cfg, commands=...) leaves it None rather than out of date.
+    parsed_commands: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -328,7 +331,8 @@ def _check_across(where: str, cfg: Config) -> None:
         # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
         from tallylight.speech.commands import parse_commands
 
-        parse_commands(cfg.commands, where)
+        # Set once, before from_dict hands the config out (the usual way to fill a frozen field).
+        object.__setattr__(cfg, "parsed_commands", parse_commands(cfg.commands, where))
     # Two things on one GPIO fail only when both are used (a voice command's relay can be the light's
     # red leg): refuse them now. A ReSpeaker profile means its I2S/I2C lines are taken; a HAT known
     # only from this machine's sound card is for `tallylight check`.

@@ -182,9 +182,6 @@ class Speaker:
         with self._cv:
             return self._active or self._pending > 0
 
-    def is_playing(self) -> bool:
-        return self.speaking
-
     def stop(self) -> None:
         """Cut the current utterance or alarm and drop everything queued. on_end() still follows."""
         with self._cv:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
+from tallylight.actions import ACTIONS, ActionRunner
 from tallylight.config import Config
 from tallylight.events import Event, IntentMatched, NoMatch, WakeDetected
+from tallylight.reply import Speaker
 
 _LOG = logging.getLogger(__name__)
 
@@ -26,18 +29,14 @@ ALARM_REPEATS = 10  # rings of ~2.3 s: about 45 s of alarm, unless "stop" or "ca
 # Quiet between two rings, with wake detection on: time to say "okay nabu" (about 1 s) and be heard.
 # No ring starts while a capture is open (the command after the wake word must not be drowned).
 ALARM_GAP_S = 2.0
-# Built-ins that only set flags: applied on the audio thread as soon as they are heard. (Not
-# timer_cancel: it must not overtake a "set a timer" still queued behind a slow program; while an
-# alarm rings it is handled at once, in handle.)
-IMMEDIATE_ACTIONS = frozenset({"mute", "stop"})
+# Actions whose spec says `immediate` (mute, stop: they only set flags) are applied on the audio
+# thread as soon as they are heard. Not timer_cancel: it must not overtake a "set a timer" still
+# queued behind a slow program; while an alarm rings it is handled at once, in handle.
 
 
 class Responder:
     def __init__(self, cfg: Config, pipeline, *, voice_mute: Callable[[], None], pin_factory: Any = None,
                  speaker: Any = None, runner: Any = None, clock: Callable[[], float] = time.monotonic):
-        from tallylight.actions import ActionRunner
-        from tallylight.reply import Speaker
-
         self._pipeline = pipeline
         self._voice_mute = voice_mute
         self.runner = runner or ActionRunner(cfg.actions, pin_factory=pin_factory)
@@ -75,7 +74,7 @@ class Responder:
                 # for the runner to cancel (other timers keep running): silence its alarm.
                 _LOG.info("alarm stopped by %r", event.match.command.name)
                 self._stop_alarm()
-            elif action in IMMEDIATE_ACTIONS:
+            elif action in ACTIONS and ACTIONS[action].immediate:
                 self._apply(self.runner.perform(event.match))
             else:
                 self._pending.append(self._pool.submit(self.runner.perform, event.match))

@@ -76,15 +76,6 @@ class Timers:
                     return True
             return False
 
-    def cancel_all(self) -> int:
-        """Cancel every timer; returns how many there were."""
-        with self._lock:
-            n = len(self._running)
-            self._running.clear()
-            if n:
-                log.info("%d timer(s) cancelled", n)
-            return n
-
     def tick(self, now: float | None = None) -> list[Timer]:
         """Remove and return the timers due at `now` (the clock's time when None), earliest first."""
         with self._lock:

@@ -24,11 +24,10 @@ from array import array
 
 from tallylight.config import CaptureConfig
 from tallylight.errors import ConfigError, EngineError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 
 _LOG = logging.getLogger(__name__)
 
-RATE = 16000
-SAMPLE_BYTES = 2
 
 SILERO_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)  # by vad_aggressiveness 0..3
 WEBRTC_FRAME_MS = 20
@@ -54,7 +53,7 @@ class VoiceDetector:
         """Fraction of the engine frames completed in this block that were speech (None: none completed)."""
         if self._closed:
             raise EngineError(f"the {self.engine} voice detector was used after close()")
-        frame_bytes = self.frame_samples * SAMPLE_BYTES
+        frame_bytes = self.frame_samples * BYTES_PER_SAMPLE
         data = self._pending + bytes(block) if self._pending else bytes(block)
         usable = len(data) - len(data) % frame_bytes
         self._pending = data[usable:]
@@ -194,7 +193,7 @@ class Endpointer:
     def process(self, block: bytes) -> str | None:
         if self._result is not None:
             return self._result
-        block_s = len(block) / (SAMPLE_BYTES * RATE)
+        block_s = len(block) / (BYTES_PER_SAMPLE * RATE)
         fraction = self.vad.process(block)
         # A block with no finished VAD frame carries on the previous decision.
         is_speech = self._last_speech if fraction is None else fraction >= 0.5

@@ -29,6 +29,8 @@ the model's own recommended threshold. Per engine:
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -42,11 +44,10 @@ import numpy as np
 
 from tallylight.config import WakeConfig
 from tallylight.errors import ConfigError, EngineError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 
 _LOG = logging.getLogger(__name__)
 
-RATE = 16000
-SAMPLE_BYTES = 2
 
 MICROWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
 OPENWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
@@ -106,7 +107,7 @@ class WakeDetector:
         """Feed 16 kHz mono s16le audio of any length; return the first detection it completes."""
         if self._closed:
             raise EngineError(f"the {self.engine} wake detector was used after close()")
-        frame_bytes = self.frame_samples * SAMPLE_BYTES
+        frame_bytes = self.frame_samples * BYTES_PER_SAMPLE
         data = self._pending + bytes(block) if self._pending else bytes(block)
         usable = len(data) - len(data) % frame_bytes
         self._pending = data[usable:]
@@ -178,6 +179,76 @@ def openwakeword_threshold(sensitivity: float) -> float:
     return 0.9 - 0.8 * sensitivity
 
 
+# pymicro-wakeword and pyopen-wakeword have no public way to say where their builtin models and their
+# TFLite C library are, and tallylight needs both before a model reaches the library: the model's
+# .json for the cutoff and window (the sensitivity mapping), and the C library for _check_tflite (the
+# wrappers segfault on a file that is not a TFLite model). So their private names are read here, in
+# one place, and checked: an upgrade that moves or renames them fails with a message that says so,
+# not with an AttributeError or a missing file deep in start-up. Known to work: pymicro-wakeword
+# 2.5.0 and pyopen-wakeword 1.1.0 (scripts/setup.sh installs them). The libraries are imported here,
+# not at the top: pymicro-wakeword alone costs ~0.16 s and ~20 MiB, and only the chosen engine is loaded.
+
+
+@dataclass(frozen=True)
+class EngineFiles:
+    """Where a wake word library keeps its builtin models and its TFLite C library."""
+
+    models_dir: Path
+    tflite_lib: Path
+
+
+def _import_library(module: str, engine: str, package: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EngineError(f"{engine} is not installed ({e}): run scripts/setup.sh or pip install {package}") from None
+
+
+def _moved(package: str, what: str) -> EngineError:
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "(unknown version)"
+    return EngineError(
+        f"{package} {version} no longer has {what} where tallylight reads it (a private name that an upgrade "
+        f"moved): install the version scripts/setup.sh installs, or update tallylight.wake for it"
+    )
+
+
+def _builtin_models_dir(package: str, module: Any, first_model: str) -> Path:
+    models_dir = getattr(module, "_MODELS_DIR", None)
+    if not isinstance(models_dir, Path) or not (models_dir / first_model).is_file():
+        raise _moved(package, f"its builtin models ({module.__name__}._MODELS_DIR with {first_model})")
+    return models_dir
+
+
+def microwakeword_files() -> EngineFiles:
+    """pymicro-wakeword's builtin models and TFLite library; EngineError when it is missing or moved them."""
+    module = _import_library("pymicro_wakeword.microwakeword", "microWakeWord", "pymicro-wakeword")
+    models_dir = _builtin_models_dir("pymicro-wakeword", module, f"{MICROWAKEWORD_MODELS[0]}.json")
+    lib_dir = getattr(module, "_MODULE_LIB_DIR", None)
+    if not isinstance(lib_dir, Path):
+        raise _moved("pymicro-wakeword", "its TFLite library (pymicro_wakeword.microwakeword._MODULE_LIB_DIR)")
+    lib = next(iter(lib_dir.glob("*tensorflowlite_c.*")), None)
+    if lib is None:
+        raise EngineError("microWakeWord's TFLite library is missing from its wheel: reinstall pymicro-wakeword")
+    return EngineFiles(models_dir, lib)
+
+
+def openwakeword_files() -> EngineFiles:
+    """pyopen-wakeword's builtin models and TFLite library; EngineError when it is missing or moved them."""
+    module = _import_library("pyopen_wakeword.openwakeword", "openWakeWord", "pyopen-wakeword")
+    models_dir = _builtin_models_dir("pyopen-wakeword", module, f"{OPENWAKEWORD_MODELS[0]}.tflite")
+    find_lib = getattr(module, "_find_tensorflowlite_c", None)
+    if not callable(find_lib):
+        raise _moved("pyopen-wakeword", "its TFLite library (pyopen_wakeword.openwakeword._find_tensorflowlite_c)")
+    try:
+        lib = find_lib()
+    except ValueError as e:
+        raise EngineError(f"openWakeWord's TFLite library was not found ({e}): reinstall pyopen-wakeword") from None
+    return EngineFiles(models_dir, Path(lib))
+
+
 def _check_tflite(path: Path, lib_path: Path) -> None:
     """Load the model once through the C API and check it is not NULL.
 
@@ -226,14 +297,11 @@ class MicroWakeWordDetector(WakeDetector):
     frame_samples = _MWW_FRAME_SAMPLES
 
     def __init__(self, model: str = "okay_nabu", sensitivity: float = 0.5, refractory_s: float = 2.0) -> None:
-        try:
-            from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
-            from pymicro_wakeword.microwakeword import _MODELS_DIR, _MODULE_LIB_DIR
-        except ImportError as e:
-            raise EngineError(f"microWakeWord is not installed ({e}): run scripts/setup.sh or pip install pymicro-wakeword") from None
+        files = microwakeword_files()
+        from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
 
         if model in MICROWAKEWORD_MODELS:
-            config_path = _MODELS_DIR / f"{model}.json"
+            config_path = files.models_dir / f"{model}.json"
         elif model.endswith(".json") or "/" in model:
             config_path = _readable_file(Path(model), "microWakeWord .json model config")
         else:
@@ -252,10 +320,7 @@ class MicroWakeWordDetector(WakeDetector):
                 "it needs model, wake_word and micro.probability_cutoff / sliding_window_size"
             ) from None
         _readable_file(tflite, "microWakeWord .tflite model (named in the .json)")
-        lib = next(iter(_MODULE_LIB_DIR.glob("*tensorflowlite_c.*")), None)
-        if lib is None:
-            raise EngineError("microWakeWord's TFLite library is missing from its wheel: reinstall pymicro-wakeword")
-        _check_tflite(tflite, lib)
+        _check_tflite(tflite, files.tflite_lib)
         try:
             self._mww = MicroWakeWord(
                 id=tflite.stem,
@@ -264,7 +329,7 @@ class MicroWakeWordDetector(WakeDetector):
                 probability_cutoff=cutoff,
                 sliding_window_size=window,
                 trained_languages=list(config.get("trained_languages", [])),
-                libtensorflowlite_c_path=lib,
+                libtensorflowlite_c_path=files.tflite_lib,
             )
             self._step = _MicroWakeWordStep.for_model(self._mww)
             self._features = MicroWakeWordFeatures() if self._step is None else None
@@ -409,14 +474,11 @@ class OpenWakeWordDetector(WakeDetector):
     frame_samples = _OWW_FRAME_SAMPLES
 
     def __init__(self, model: str = "okay_nabu", sensitivity: float = 0.5, refractory_s: float = 2.0) -> None:
-        try:
-            from pyopen_wakeword import OpenWakeWord, OpenWakeWordFeatures
-            from pyopen_wakeword.openwakeword import _MODELS_DIR, _find_tensorflowlite_c
-        except ImportError as e:
-            raise EngineError(f"openWakeWord is not installed ({e}): run scripts/setup.sh or pip install pyopen-wakeword") from None
+        files = openwakeword_files()
+        from pyopen_wakeword import OpenWakeWord, OpenWakeWordFeatures
 
         if model in OPENWAKEWORD_MODELS:
-            path = _MODELS_DIR / f"{model}.tflite"
+            path = files.models_dir / f"{model}.tflite"
             phrase = model.replace("_", " ")
         elif model.endswith(".tflite") or "/" in model:
             path = _readable_file(Path(model), "openWakeWord .tflite model")
@@ -426,10 +488,7 @@ class OpenWakeWordDetector(WakeDetector):
             phrase = " ".join(p for p in path.stem.replace("-", "_").split("_") if p and not p[:2].lower() == "v0")
         else:
             raise _unknown_model("openWakeWord", model, list(OPENWAKEWORD_MODELS), ".tflite")
-        try:
-            lib = _find_tensorflowlite_c()
-        except ValueError as e:
-            raise EngineError(f"openWakeWord's TFLite library was not found ({e}): reinstall pyopen-wakeword") from None
+        lib = files.tflite_lib
         _check_tflite(path, lib)
         try:
             self._oww = OpenWakeWord.from_model(path, libtensorflowlite_c_path=lib)
@@ -589,27 +648,3 @@ def make_wake_detector(cfg: WakeConfig) -> WakeDetector:
     if factory is None:
         raise ConfigError(f"wake.engine must be one of {', '.join(_FACTORIES)}, not {cfg.engine!r}")
     return factory(cfg)
-
-
-def available_models() -> dict[str, list[str]]:
-    """Engine -> builtin model names, for `tallylight check` (an engine that cannot load lists none)."""
-    out: dict[str, list[str]] = {"microwakeword": [], "openwakeword": [], "porcupine": []}
-    try:
-        from pymicro_wakeword.microwakeword import _MODELS_DIR as mww_dir
-
-        out["microwakeword"] = [m for m in MICROWAKEWORD_MODELS if (mww_dir / f"{m}.json").exists()]
-    except ImportError:
-        pass
-    try:
-        from pyopen_wakeword.openwakeword import _MODELS_DIR as oww_dir
-
-        out["openwakeword"] = [m for m in OPENWAKEWORD_MODELS if (oww_dir / f"{m}.tflite").exists()]
-    except ImportError:
-        pass
-    try:
-        import pvporcupine
-
-        out["porcupine"] = sorted(pvporcupine.KEYWORDS)
-    except Exception:  # noqa: BLE001 - pvporcupine raises plain errors on unsupported CPUs at import
-        pass
-    return out

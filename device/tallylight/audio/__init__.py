@@ -10,11 +10,18 @@ WavFileSource returns b"" at its end), `close()` (safe twice), `is_open`, and `w
 PyAudio is imported only when a microphone is opened, so files work without it.
 """
 
-from tallylight.audio.convert import RATE, BlockConverter, Reblocker
-from tallylight.audio.device import InputDevice, MicSource, choose_device, devices_report, list_input_devices, open_pyaudio
+from tallylight.audio.convert import BlockConverter, Reblocker
+from tallylight.audio.device import (
+    InputDevice,
+    MicSource,
+    choose_device,
+    devices_report,
+    list_input_devices,
+    open_pyaudio,
+)
 from tallylight.audio.wavfile import WavFileSource, read_wav_16k_mono, read_wav_info
 
 __all__ = [
-    "RATE", "BlockConverter", "Reblocker", "InputDevice", "MicSource", "choose_device", "devices_report",
+    "BlockConverter", "Reblocker", "InputDevice", "MicSource", "choose_device", "devices_report",
     "list_input_devices", "open_pyaudio", "WavFileSource", "read_wav_16k_mono", "read_wav_info",
 ]

@@ -10,18 +10,13 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-RATE = 16000  # Hz, what everything downstream expects
-SAMPLE_BYTES = 2  # s16le
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
+
 CHANNEL_MODES = ("mean", "loudest", "single")
 
 # A channel must be this much louder (RMS ratio, ~1 dB) before "loudest" switches to it: mic-array
 # channels are nearly equal most of the time and flapping between them every block adds clicks.
 _LOUDEST_HYSTERESIS = 1.12
-
-
-def block_bytes(block_ms: int, rate: int = RATE) -> int:
-    """Bytes in one mono s16le block of `block_ms` at `rate`."""
-    return rate * block_ms // 1000 * SAMPLE_BYTES
 
 
 def to_s16(raw: bytes, width: int) -> bytes:
@@ -66,7 +61,7 @@ class BlockConverter:
         self.in_channels = in_channels
         self.channel_mode = channel_mode
         self.channel = channel
-        self._frame_bytes = in_channels * SAMPLE_BYTES
+        self._frame_bytes = in_channels * BYTES_PER_SAMPLE
         self._partial = b""
         self._loudest = 0  # the channel "loudest" picked last, for hysteresis
         self._resampler = self._new_resampler()

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Iterator, NoReturn
 
-from tallylight.audio.convert import RATE, BlockConverter, Reblocker
+from tallylight.audio.convert import BlockConverter, Reblocker
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
+from tallylight.pcm import RATE
 
 log = logging.getLogger(__name__)
 

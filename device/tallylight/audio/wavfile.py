@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tallylight.audio.convert import RATE, BlockConverter, Reblocker, to_s16
+from tallylight.audio.convert import BlockConverter, Reblocker, to_s16
 from tallylight.errors import AudioFileError
+from tallylight.pcm import RATE
 
 log = logging.getLogger(__name__)
 
-_FIX = "convert it with: sox in.wav -r 16000 -c 1 -b 16 out.wav"
+_FIX = f"convert it with: sox in.wav -r {RATE} -c 1 -b 16 out.wav"
 _REDO = "record or export the audio again"
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 _KNOWN_CODECS = {
@@ -95,11 +96,11 @@ def _parse(path: Path, f: BinaryIO, size: int) -> WavInfo:
             raise bad(f"is a RIFF file but not a WAV (type {head[8:12]!r}); {_FIX}")
         kind = _other_format(head)
         if kind:
-            raise bad(f"is {kind}, not WAV; convert it: ffmpeg -i {path.name} -ar 16000 -ac 1 out.wav "
+            raise bad(f"is {kind}, not WAV; convert it: ffmpeg -i {path.name} -ar {RATE} -ac 1 out.wav "
                       "(or sox, for FLAC and Ogg)")
         raise bad(
             "is not a WAV file (no RIFF/WAVE header); if it is raw 16 kHz mono 16-bit audio, wrap it with: "
-            "sox -t raw -r 16000 -e signed -b 16 -c 1 in.raw out.wav"
+            f"sox -t raw -r {RATE} -e signed -b 16 -c 1 in.raw out.wav"
         )
 
     fmt: bytes | None = None

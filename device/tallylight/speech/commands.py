@@ -3,149 +3,37 @@
     [commands.timer]
     phrases = ["set a timer for {minutes} minute[s]", "(set|start) a {minutes} minute timer"]
     slots = { minutes = "1-99" }      # a range, "duration", a list of words, or a table words -> value
-    action = "timer"                  # time | timer | timer_cancel | volume_up | volume_down | stop | mute | gpio | run
+    action = "timer"                  # one of tallylight.actions.ACTIONS: time, timer, gpio, run, ...
     reply = "Okay, {minutes} minute timer started."
 
-Every other key of a command is an option of its action (`pin`, `set`, `argv`, ...), checked per
-action. `parse_commands` turns the raw TOML tables into frozen `Command`s or raises `ConfigError`
-with one line naming the file, the key (`commands.timer.phrases[0]`) and the fix. docs/commands.md
-is the user's guide to this format; tallylight.speech.grammar reads the phrases.
+Every other key of a command is an option of its action (`pin`, `set`, `argv`, ...), checked as the
+action's spec in tallylight.actions.ACTIONS says. `parse_commands` turns the raw TOML tables into
+frozen `Command`s or raises `ConfigError` with one line naming the file, the key
+(`commands.timer.phrases[0]`) and the fix. docs/commands.md is the user's guide to this format;
+tallylight.speech.phrase reads the phrases.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-import string
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
+from tallylight.actions import ACTIONS
 from tallylight.errors import ConfigError
 from tallylight.speech import numbers
+from tallylight.speech.command_draft import CommandDraft, Option
+from tallylight.speech.command_types import Command, FrozenMap, SlotType
+from tallylight.speech.conflicts import find_conflict
+from tallylight.speech.grammar import Grammar
+from tallylight.speech.phrase import PhraseError, Seq, parse_phrase, slot_refs
+from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
-
-
-class FrozenMap(Mapping):
-    """A read-only, hashable dict, so that frozen dataclasses holding mappings stay frozen."""
-
-    __slots__ = ("_d", "_h")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._d = dict(*args, **kwargs)
-        self._h: int | None = None
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._d[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __hash__(self) -> int:
-        if self._h is None:
-            self._h = hash(frozenset(self._d.items()))
-        return self._h
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self._d) == dict(other)
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._d!r})"
-
-
-@dataclass(frozen=True)
-class SlotType:
-    """What a {slot} can be: kind "int" (lo..hi spoken as words), "enum" (`values` maps the words
-    heard to the value given to the action) or "duration" (spoken length, as whole seconds)."""
-
-    name: str
-    kind: str
-    lo: int | None = None
-    hi: int | None = None
-    values: Mapping[str, str] = field(default_factory=FrozenMap)
-
-    def describe(self) -> str:
-        if self.kind == "int":
-            return f"{self.lo}-{self.hi}"
-        if self.kind == "duration":
-            return "duration"
-        return "one of " + ", ".join(repr(v) for v in self.values)
-
-
-@dataclass(frozen=True)
-class Command:
-    """One voice command: how it can be said, what it does and what the speaker says back."""
-
-    name: str
-    phrases: tuple[str, ...]
-    slots: Mapping[str, SlotType]
-    action: str
-    options: Mapping[str, Any]
-    reply: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Actions and their options
-
-
-@dataclass(frozen=True)
-class _Opt:
-    types: tuple[type, ...]
-    required: bool = False
-    check: Callable[[Any], str | None] | None = None
-    default: Any = None  # filled in when not given (None: left out, the action uses [actions])
-
-
-def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v <= hi else f"a number from {lo:g} to {hi:g}"
-
-
-def _bcm(v: Any) -> str | None:
-    return None if 0 <= v <= 27 else "a BCM GPIO number from 0 to 27 (the GPIO number, not the header pin)"
-
-
-def _set_choice(v: Any) -> str | None:
-    return None if v in ("on", "off", "toggle", "pulse") else "one of 'on', 'off', 'toggle', 'pulse'"
-
-
-ACTIONS: dict[str, dict[str, _Opt]] = {
-    "time": {},
-    "timer": {"seconds": _Opt((int,), check=_range(1, 24 * 3600))},
-    "timer_cancel": {},
-    "volume_up": {"step": _Opt((int,), check=_range(1, 50))},
-    "volume_down": {"step": _Opt((int,), check=_range(1, 50))},
-    "stop": {},
-    "mute": {},
-    "gpio": {
-        "pin": _Opt((int,), required=True, check=_bcm),
-        "set": _Opt((str,), required=True, check=_set_choice),
-        "pulse_s": _Opt((float, int), check=_range(0.01, 60)),
-        "active_high": _Opt((bool,), default=True),
-    },
-    "run": {
-        "argv": _Opt((list,), required=True),
-        "pass_transcript": _Opt((bool,), default=False),
-        "timeout_s": _Opt((float, int), check=_range(0.1, 600)),
-    },
-}
-
-# Values an action hands to its reply template besides the slots: the time action says the time
-# as "{time}", the timer its length as "{duration}", volume the new level as "{volume}" (percent).
-ACTION_REPLY_VALUES: dict[str, frozenset[str]] = {
-    "time": frozenset({"time"}),
-    "timer": frozenset({"duration"}),
-    "volume_up": frozenset({"volume"}),
-    "volume_down": frozenset({"volume"}),
-}
-
-# Slots a timer takes its length from: an int slot with one of these names, or any duration slot.
-TIMER_UNIT_SLOTS = {"hours": 3600, "minutes": 60, "seconds": 1}
-PULSE_DEFAULT_S = 0.5
 
 _COMMAND_KEYS = ("phrases", "action", "slots", "reply")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -158,50 +46,6 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 def _fail(where: str, key: str, detail: str) -> ConfigError:
     return ConfigError(f"{where}: {key}: {detail}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Templates: replies and argv elements
-
-
-def template_fields(template: str) -> list[str]:
-    """The {names} in a template; ValueError for anything but plain {name} and {{ }} escapes."""
-    out = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ValueError(f"{e} (write {{{{ and }}}} for literal braces)") from None
-    for _, name, spec, conv in parsed:
-        if name is None:
-            continue
-        if not re.match(r"^[a-z_][a-z0-9_]*$", name) or spec or conv:
-            raise ValueError(f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} is not a plain {{name}}")
-        out.append(name)
-    return out
-
-
-def fill_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace each {name} by values[name] (the values themselves are not re-read as templates)."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
-        parts.append(literal)
-        if name is not None:
-            parts.append(str(values[name]))
-    return "".join(parts)
-
-
-def timer_seconds(command: Command, slots: Mapping[str, int | str]) -> int:
-    """A timer command's length in seconds, from its length slot or else its `seconds` option."""
-    for name, slot in command.slots.items():
-        if name in slots and slot.kind == "duration":
-            return int(slots[name])
-    total = sum(int(slots[n]) * unit for n, unit in TIMER_UNIT_SLOTS.items()
-                if n in slots and n in command.slots and command.slots[n].kind == "int")
-    if total:
-        return total
-    if "seconds" in command.options:
-        return int(command.options["seconds"])
-    raise ValueError(f"command {command.name!r} gives no timer length")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,7 +62,8 @@ def _parse_slot_text(spec: str) -> SlotType | str:
         return f'"{spec}" is not a slot type: use a range like "1-99", "duration", or a list of words'
     lo, hi = rng
     if hi > numbers.MAX_INT:
-        return f'range "{spec}" goes past {numbers.MAX_INT} (numbers are spoken as words up to nine hundred and ninety nine)'
+        return (f'range "{spec}" goes past {numbers.MAX_INT} '
+                "(numbers are spoken as words up to nine hundred and ninety nine)")
     if lo > hi:
         return f'range "{spec}" runs backwards (write the smaller number first, like "{hi}-{lo}")'
     return SlotType("", "int", lo, hi)
@@ -226,12 +71,10 @@ def _parse_slot_text(spec: str) -> SlotType | str:
 
 def _spoken_words(text: Any) -> str | None:
     """Normalized words of an enum entry, or None when it is not plain lowercase words."""
-    from tallylight.speech.grammar import _is_word_char
-
     if not isinstance(text, str):
         return None
     words = text.split()
-    if not words or not all(w and all(_is_word_char(c) for c in w) for w in words):
+    if not words or not all(w and all(is_word_char(c) for c in w) for w in words):
         return None
     return " ".join(words)
 
@@ -264,19 +107,21 @@ def _parse_slot(where: str, key: str, name: str, spec: Any) -> SlotType:
             if words is None:
                 raise _fail(where, f"{key}.{spoken}", f"the key {spoken!r} {bad_word}")
             if not isinstance(value, str) or not value:
-                raise _fail(where, f"{key}.{spoken}", f"must be a non-empty string (the value the action gets), not {value!r}")
+                raise _fail(where, f"{key}.{spoken}",
+                            f"must be a non-empty string (the value the action gets), not {value!r}")
             if words in values:
                 raise _fail(where, f"{key}.{spoken}", f"{words!r} is listed twice")
             values[words] = value
         return SlotType(name, "enum", values=FrozenMap(values))
-    raise _fail(where, key, f'must be a range like "1-99", "duration", a list of words or a table of words, not {spec!r}')
+    raise _fail(where, key,
+                f'must be a range like "1-99", "duration", a list of words or a table of words, not {spec!r}')
 
 
 def _same_type(a: SlotType, b: SlotType) -> bool:
     return (a.kind, a.lo, a.hi, dict(a.values)) == (b.kind, b.lo, b.hi, dict(b.values))
 
 
-def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
+def _check_option(where: str, key: str, value: Any, opt: Option) -> Any:
     ok = isinstance(value, opt.types) and not (isinstance(value, bool) and bool not in opt.types)
     if not ok:
         raise _fail(where, key, f"must be {_type_name(opt.types)}, not {value!r}")
@@ -288,153 +133,141 @@ def _check_option(where: str, key: str, value: Any, opt: _Opt) -> Any:
     return value
 
 
-def _parse_command(where: str, name: str, body: Any) -> Command:
-    from tallylight.speech.grammar import PhraseError, parse_phrase, required_slots, slot_refs
-
+def _check_name(where: str, name: str, body: Any) -> None:
     base = f"commands.{name}"
     if not _NAME.match(name):
         raise _fail(where, base, "a command name must be lowercase letters, digits and _ (like light_on)")
     if not isinstance(body, dict):
         raise _fail(where, base, f"must be a table with phrases and action ([commands.{name}]), not {body!r}")
 
+
+def _parse_action(draft: CommandDraft, body: dict) -> str:
     action = body.get("action")
     if action is None:
-        raise _fail(where, f"{base}.action", "missing: say what the command does, one of " + ", ".join(ACTIONS))
+        raise draft.fail(".action", "missing: say what the command does, one of " + ", ".join(ACTIONS))
     if not isinstance(action, str) or action not in ACTIONS:
-        raise _fail(where, f"{base}.action", f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-    schema = ACTIONS[action]
+        raise draft.fail(".action", f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    return action
 
+
+def _check_keys(draft: CommandDraft, body: dict, action: str) -> None:
+    schema = ACTIONS[action].options
     for key in body:
         if key not in _COMMAND_KEYS and key not in schema:
             own = ", ".join(schema) if schema else "none"
-            raise _fail(
-                where, f"{base}.{key}",
+            raise draft.fail(
+                f".{key}",
                 f"unknown key (a command has {', '.join(_COMMAND_KEYS)}; options of action {action!r}: {own})",
             )
 
+
+def _parse_phrases(draft: CommandDraft, body: dict) -> tuple[list[str], tuple[Seq, ...]]:
     phrases = body.get("phrases")
     if phrases is None:
-        raise _fail(where, f"{base}.phrases", 'missing: list what can be said, like phrases = ["lights on"]')
+        raise draft.fail(".phrases", 'missing: list what can be said, like phrases = ["lights on"]')
     if isinstance(phrases, str):
         phrases = [phrases]
     if not isinstance(phrases, list) or not phrases:
-        raise _fail(where, f"{base}.phrases", f'must be a non-empty list of strings, like ["lights on"], not {phrases!r}')
+        raise draft.fail(".phrases", f'must be a non-empty list of strings, like ["lights on"], not {phrases!r}')
     trees = []
     for i, text in enumerate(phrases):
-        key = f"{base}.phrases[{i}]"
         if not isinstance(text, str):
-            raise _fail(where, key, f"must be a string, not {text!r}")
+            raise draft.fail(f".phrases[{i}]", f"must be a string, not {text!r}")
         try:
             trees.append(parse_phrase(text))
         except PhraseError as e:
-            raise _fail(where, key, str(e)) from None
+            raise draft.fail(f".phrases[{i}]", str(e)) from None
+    return phrases, tuple(trees)
 
-    # Slots: from the `slots` table, and from inline {name:spec} in the phrases.
-    raw_slots = body.get("slots", {})
-    if not isinstance(raw_slots, dict):
-        raise _fail(where, f"{base}.slots", f'must be a table, like slots = {{ minutes = "1-99" }}, not {raw_slots!r}')
-    slots: dict[str, SlotType] = {}
-    for sname, spec in raw_slots.items():
-        key = f"{base}.slots.{sname}"
-        if not re.match(r"^[a-z_][a-z0-9_]*$", sname):
-            raise _fail(where, key, "a slot name must be lowercase letters, digits and _ (like minutes)")
-        slots[sname] = _parse_slot(where, key, sname, spec)
-    used: set[str] = set()
-    for i, tree in enumerate(trees):
-        key = f"{base}.phrases[{i}]"
-        for ref in slot_refs(tree):
-            used.add(ref.name)
-            if ref.spec is not None:
-                got = _parse_slot_text(ref.spec)
-                if isinstance(got, str):
-                    raise _fail(where, key, f"in {{{ref.name}:{ref.spec}}}: {got}")
-                inline = SlotType(ref.name, got.kind, got.lo, got.hi)
-                if ref.name in slots and not _same_type(slots[ref.name], inline):
-                    raise _fail(
-                        where, key,
-                        f"{{{ref.name}:{ref.spec}}} disagrees with {ref.name} = {slots[ref.name].describe()} "
-                        "elsewhere in this command (give a slot one type)",
-                    )
-                slots[ref.name] = inline
-    for i, tree in enumerate(trees):
+
+def _parse_slots(draft: CommandDraft, body: dict) -> dict[str, SlotType]:
+    """Slots from the `slots` table, and from inline {name:spec} in the phrases; each one used."""
+    slots = _table_slots(draft, body.get("slots", {}))
+    _add_inline_slots(draft, slots)
+    used = {ref.name for tree in draft.trees for ref in slot_refs(tree)}
+    for i, tree in enumerate(draft.trees):
         for ref in slot_refs(tree):
             if ref.name not in slots:
-                raise _fail(
-                    where, f"{base}.phrases[{i}]",
+                raise draft.fail(
+                    f".phrases[{i}]",
                     f'uses {{{ref.name}}}, which is not defined: add slots = {{ {ref.name} = "1-99" }} '
                     '(a range, "duration" or a list of words)',
                 )
     for sname in slots:
         if sname not in used:
-            raise _fail(where, f"{base}.slots.{sname}", f"is defined but no phrase uses {{{sname}}} (use it or remove it)")
-    always = set.intersection(*(required_slots(t) for t in trees))
+            raise draft.fail(f".slots.{sname}", f"is defined but no phrase uses {{{sname}}} (use it or remove it)")
+    return slots
 
-    def check_template(key: str, template: Any, extra: frozenset[str]) -> None:
-        if not isinstance(template, str):
-            raise _fail(where, key, f"must be a string, not {template!r}")
-        try:
-            names = template_fields(template)
-        except ValueError as e:
-            raise _fail(where, key, f"bad template {template!r}: {e}") from None
-        for n in names:
-            if n in extra or n in always:
+
+def _table_slots(draft: CommandDraft, raw_slots: Any) -> dict[str, SlotType]:
+    if not isinstance(raw_slots, dict):
+        raise draft.fail(".slots", f'must be a table, like slots = {{ minutes = "1-99" }}, not {raw_slots!r}')
+    slots: dict[str, SlotType] = {}
+    for sname, spec in raw_slots.items():
+        key = f"{draft.base}.slots.{sname}"
+        if not re.match(r"^[a-z_][a-z0-9_]*$", sname):
+            raise _fail(draft.where, key, "a slot name must be lowercase letters, digits and _ (like minutes)")
+        slots[sname] = _parse_slot(draft.where, key, sname, spec)
+    return slots
+
+
+def _add_inline_slots(draft: CommandDraft, slots: dict[str, SlotType]) -> None:
+    for i, tree in enumerate(draft.trees):
+        for ref in slot_refs(tree):
+            if ref.spec is None:
                 continue
-            if n in slots:
-                i = next(i for i, t in enumerate(trees) if n not in required_slots(t))
-                raise _fail(where, key, f"uses {{{n}}}, but phrases[{i}] can be said without it (make it required there, or leave it out here)")
-            known = sorted(always | extra)
-            raise _fail(where, key, f"uses {{{n}}}, which this command does not have (it has: {', '.join('{' + k + '}' for k in known) or 'none'})")
+            got = _parse_slot_text(ref.spec)
+            if isinstance(got, str):
+                raise draft.fail(f".phrases[{i}]", f"in {{{ref.name}:{ref.spec}}}: {got}")
+            inline = SlotType(ref.name, got.kind, got.lo, got.hi)
+            if ref.name in slots and not _same_type(slots[ref.name], inline):
+                raise draft.fail(
+                    f".phrases[{i}]",
+                    f"{{{ref.name}:{ref.spec}}} disagrees with {ref.name} = {slots[ref.name].describe()} "
+                    "elsewhere in this command (give a slot one type)",
+                )
+            slots[ref.name] = inline
 
+
+def _parse_reply(draft: CommandDraft, body: dict, action: str) -> str | None:
     reply = body.get("reply")
     if reply is not None:
-        check_template(f"{base}.reply", reply, ACTION_REPLY_VALUES.get(action, frozenset()))
+        draft.check_template(f"{draft.base}.reply", reply, ACTIONS[action].reply_fields)
         if not reply.strip():
-            raise _fail(where, f"{base}.reply", 'is empty: write what to say, or leave reply out')
+            raise draft.fail(".reply", "is empty: write what to say, or leave reply out")
+    return reply
 
+
+def _parse_options(draft: CommandDraft, body: dict, action: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for oname, opt in schema.items():
-        key = f"{base}.{oname}"
+    for oname, opt in ACTIONS[action].options.items():
+        key = f"{draft.base}.{oname}"
         if oname in body:
-            options[oname] = _check_option(where, key, body[oname], opt)
+            options[oname] = _check_option(draft.where, key, body[oname], opt)
         elif opt.required:
-            raise _fail(where, key, f"missing: action {action!r} needs {oname} ({_type_name(opt.types)})")
+            raise _fail(draft.where, key, f"missing: action {action!r} needs {oname} ({_type_name(opt.types)})")
         elif opt.default is not None:
             options[oname] = opt.default
+    return options
 
-    if action == "gpio":
-        if options["set"] == "pulse":
-            options.setdefault("pulse_s", PULSE_DEFAULT_S)
-        elif "pulse_s" in options:
-            raise _fail(where, f"{base}.pulse_s", f"only applies with set = \"pulse\" (this command has set = {options['set']!r})")
-    if action == "run":
-        argv = options["argv"]
-        if not argv:
-            raise _fail(where, f"{base}.argv", 'is empty: give the program and its arguments, like ["/usr/local/bin/hello"]')
-        for i, arg in enumerate(argv):
-            check_template(f"{base}.argv[{i}]", arg, frozenset())
-        if not argv[0].startswith("/") or template_fields(argv[0]):
-            raise _fail(where, f"{base}.argv[0]", f"must be the program's full path, like /usr/local/bin/hello, not {argv[0]!r} (no shell or PATH lookup is used)")
-        options["argv"] = tuple(argv)
-    if action == "timer":
-        for i, tree in enumerate(trees):
-            req = required_slots(tree)
-            length = [n for n in req if slots[n].kind == "duration" or (n in TIMER_UNIT_SLOTS and slots[n].kind == "int")]
-            if len(length) > 1 and any(slots[n].kind == "duration" for n in length):
-                raise _fail(where, f"{base}.phrases[{i}]", "has a duration slot and another length slot: keep one")
-            if not length and "seconds" not in options:
-                raise _fail(
-                    where, f"{base}.phrases[{i}]",
-                    "gives the timer no length: use a {minutes}, {seconds} or {hours} range slot or a duration slot "
-                    "in every phrase, or set seconds = 300 for a fixed length",
-                )
-        for n, slot in slots.items():
-            if n in TIMER_UNIT_SLOTS and slot.kind == "int" and slot.lo == 0:
-                raise _fail(where, f"{base}.slots.{n}", "starts at 0, and a timer of zero makes no sense: start the range at 1")
 
+def _parse_command(where: str, name: str, body: Any) -> Command:
+    _check_name(where, name, body)
+    draft = CommandDraft(where, f"commands.{name}")
+    action = _parse_action(draft, body)
+    _check_keys(draft, body, action)
+    phrases, trees = _parse_phrases(draft, body)
+    draft = dataclasses.replace(draft, trees=trees)
+    draft = dataclasses.replace(draft, slots=FrozenMap(_parse_slots(draft, body)))
+    reply = _parse_reply(draft, body, action)
+    options = _parse_options(draft, body, action)
+    check = ACTIONS[action].check
+    if check is not None:
+        check(draft, options)
     return Command(
         name=name,
         phrases=tuple(phrases),
-        slots=FrozenMap(slots),
+        slots=draft.slots,
         action=action,
         options=FrozenMap(options),
         reply=reply,
@@ -443,8 +276,6 @@ def _parse_command(where: str, name: str, body: Any) -> Command:
 
 def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
     """Parse and check the `[commands]` table of a config file (`where` names it in messages)."""
-    from tallylight.speech.grammar import Grammar
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: [commands] must be a table of named commands, like [commands.light_on]")
     commands = tuple(_parse_command(where, name, body) for name, body in raw.items())
@@ -460,7 +291,7 @@ def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
                 f"disagrees with commands.{other.name} on pin {cmd.options['pin']} (one pin has one polarity)",
             )
 
-    conflict = Grammar(commands).find_conflict()
+    conflict = find_conflict(Grammar(commands))
     if conflict is not None:
         a = f"commands.{conflict.command_a}.phrases[{conflict.phrase_a}]"
         b = f"commands.{conflict.command_b}.phrases[{conflict.phrase_b}]"
@@ -471,7 +302,8 @@ def parse_commands(raw: Mapping[str, Any], where: str) -> tuple[Command, ...]:
                 + (f" (also via {b})" if b != a else "")
                 + ": a slot must not border another slot, or optional words that could be part of it",
             )
-        raise _fail(where, a, f"can be heard as {conflict.text!r}, and so can {b}: make the two commands' phrases differ")
+        raise _fail(where, a,
+                    f"can be heard as {conflict.text!r}, and so can {b}: make the two commands' phrases differ")
     return commands
 
 

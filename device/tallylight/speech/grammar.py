@@ -1,19 +1,13 @@
 """One definition of the voice commands drives both the recognizer's grammar and the intent matcher.
 
-Phrase syntax (docs/commands.md is the user's description):
-
-    turn (on|off) the light[s]      (a|b) alternatives, [optional words], glued: light[s] = light|lights
-    set a timer for {minutes} minute[s]     {slot}: a typed slot, defined in the command's `slots`
-    wait {time:duration}                     {slot:spec}: the slot's type given inline
-
-A phrase is parsed to a small tree (`parse_phrase`). From the trees of all commands, `Grammar` builds:
+From the phrase trees (`phrase`) of all commands, compiled to word automata (`automaton`), `Grammar`
+gives:
 - JSGF text for pocketsphinx (`to_jsgf`), with each slot type as one shared rule;
 - a word list for vosk's grammar mode (`vosk_phrases`);
-- a word-level automaton per phrase (an epsilon-free NFA whose edges carry the slot each word belongs
-  to), used for exact matching (`match`), completing truncated hypotheses (`complete`), enumerating
-  (`expand`, `sample`) and for the config checks that two commands can never be heard the same way
-  (`find_conflict`).
+- exact matching of recognized text (`match`), completing truncated hypotheses (`complete`), and
+  enumerating (`expand`, `sample`).
 Matching never guesses: a text that does not parse, or parses to two different intents, gives None.
+`conflicts` checks that two commands can never be heard the same way.
 """
 
 from __future__ import annotations
@@ -22,441 +16,17 @@ import itertools
 import logging
 import random
 import re
-import unicodedata
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Iterator, Mapping, Sequence, Union
 
 from tallylight.speech import numbers
-from tallylight.speech.commands import Command, FrozenMap, SlotType, fill_template
+from tallylight.speech.automaton import MAX_RUNS, Nfa, compile_phrase, duration_trees, int_forms, word_runs
+from tallylight.speech.command_types import Command, FrozenMap, SlotType, fill_template
+from tallylight.speech.phrase import Node, Seq, SlotRef, Word, parse_phrase
+from tallylight.speech.words import normalize_words
 
 log = logging.getLogger(__name__)
-
-SLOT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Phrase syntax -> tree
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-
-
-@dataclass(frozen=True)
-class SlotRef:
-    name: str
-    spec: str | None = None  # the inline type in {name:spec}, if any
-
-
-@dataclass(frozen=True)
-class Seq:
-    items: tuple["Node", ...]
-
-
-@dataclass(frozen=True)
-class Alt:
-    """Alternatives; an optional part is an Alt with an empty Seq among its options."""
-
-    options: tuple[Seq, ...]
-
-    @property
-    def optional(self) -> bool:
-        return any(not o.items for o in self.options)
-
-
-Node = Union[Word, SlotRef, Alt]
-EMPTY = Seq(())
-
-
-class PhraseError(ValueError):
-    """A phrase breaks the syntax; the message says where and how to fix it."""
-
-
-def _is_word_char(c: str) -> bool:
-    # Lowercase letters of any script (vosk has models for many languages), combining marks that
-    # belong to them, and the apostrophe of "what's".
-    if c == "'":
-        return True
-    if c.isalpha():
-        return not c.isupper()
-    return unicodedata.category(c).startswith("M")
-
-
-_HINT = "phrases use lowercase words, (a|b) for alternatives, [optional words] and {slot}"
-
-
-def _bad_char(text: str, pos: int) -> PhraseError:
-    c = text[pos]
-    if c.isupper():
-        why = f"capital letter {c!r} (write phrases in lowercase)"
-    elif c.isdigit():
-        why = f"digit {c!r} (write numbers as words, or use a number {{slot}})"
-    elif c == "-":
-        why = "'-' (write separate words: 'twenty one', not 'twenty-one')"
-    elif c in "\u2018\u2019":
-        why = f"curly quote {c!r} (use a plain apostrophe ')"
-    else:
-        why = f"character {c!r} ({_HINT})"
-    return PhraseError(f"unexpected {why} at position {pos + 1} in {text!r}")
-
-
-class _PhraseParser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def error(self, msg: str) -> PhraseError:
-        return PhraseError(f"{msg} at position {self.pos + 1} in {self.text!r}")
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def parse(self) -> Seq:
-        seq = self.seq()
-        if self.pos < len(self.text):
-            c = self.peek()
-            if c == "|":
-                raise self.error("'|' outside (...) or [...] (put alternatives in brackets: (a|b))")
-            raise self.error(f"unmatched {c!r}")
-        if not seq.items:
-            raise PhraseError(f"empty phrase {self.text!r} (write the words to be said)")
-        return seq
-
-    def seq(self) -> Seq:
-        items: list[Node] = []
-        while True:
-            while self.peek().isspace():
-                self.pos += 1
-            if self.peek() in ("", "|", ")", "]"):
-                return Seq(tuple(items))
-            items.append(self.unit())
-
-    def unit(self) -> Node:
-        """Pieces written with no space between them: a word, a group, or glued ones (light[s])."""
-        start = self.pos
-        pieces: list[Node] = []
-        while self.peek() and not self.peek().isspace() and self.peek() not in "|)]":
-            c = self.peek()
-            if c == "(":
-                self.pos += 1
-                pieces.append(Alt(self.alternatives(")")))
-            elif c == "[":
-                self.pos += 1
-                pieces.append(Alt(self.alternatives("]") + (EMPTY,)))
-            elif c == "{":
-                pieces.append(self.slot())
-            elif _is_word_char(c):
-                begin = self.pos
-                while self.peek() and _is_word_char(self.peek()):
-                    self.pos += 1
-                pieces.append(Word(self.text[begin : self.pos]))
-            else:
-                raise _bad_char(self.text, self.pos)
-        if len(pieces) == 1:
-            return pieces[0]
-        return self.glue(pieces, start)
-
-    def alternatives(self, closer: str) -> tuple[Seq, ...]:
-        opener = "(" if closer == ")" else "["
-        options: list[Seq] = []
-        while True:
-            option = self.seq()
-            if not option.items:
-                if closer == "]":
-                    raise self.error("empty [...] or empty alternative in [...]")
-                raise self.error("empty alternative in (...) (for optional words use [words])")
-            options.append(option)
-            c = self.peek()
-            if c == "|":
-                self.pos += 1
-            elif c == closer:
-                self.pos += 1
-                return tuple(options)
-            elif c == "":
-                raise self.error(f"{opener!r} is never closed (add {closer!r})")
-            else:
-                raise self.error(f"{c!r} closes {opener!r} (expected {closer!r})")
-
-    def slot(self) -> SlotRef:
-        end = self.text.find("}", self.pos)
-        if end < 0:
-            raise self.error("'{' is never closed (add '}')")
-        body = self.text[self.pos + 1 : end]
-        name, _, spec = body.partition(":")
-        name = name.strip()
-        if not SLOT_NAME.match(name):
-            raise self.error(f"bad slot name {{{body}}} (use lowercase letters, digits and _, like {{minutes}})")
-        self.pos = end + 1
-        return SlotRef(name, spec.strip() if spec else None)
-
-    def glue(self, pieces: list[Node], start: int) -> Node:
-        # Glued pieces are spelling variants of one word: every piece must be a word or a group of
-        # single words. The result is an Alt of the concatenations (minute[s] -> minute | minutes).
-        choices: list[list[str]] = []
-        for piece in pieces:
-            if isinstance(piece, Word):
-                choices.append([piece.text])
-            elif isinstance(piece, SlotRef):
-                self.pos = start
-                raise self.error("a {slot} must be a separate word (put spaces around it)")
-            else:
-                opts = [""] if piece.optional else []  # light[s]: "light" before "lights"
-                for o in piece.options:
-                    if not o.items:
-                        opts.append("")
-                    elif len(o.items) == 1 and isinstance(o.items[0], Word):
-                        opts.append(o.items[0].text)
-                    else:
-                        self.pos = start
-                        raise self.error("a group glued to a word may only hold single words, like minute[s]")
-                choices.append(opts)
-        words = list(dict.fromkeys("".join(p) for p in itertools.product(*choices)))
-        options = tuple(Seq((Word(w),)) if w else EMPTY for w in words)
-        if len(options) == 1:
-            return options[0].items[0] if options[0].items else Alt((EMPTY,))
-        return Alt(options)
-
-
-def parse_phrase(text: str) -> Seq:
-    """Parse one phrase into its tree; raises PhraseError with the position of the problem."""
-    if not isinstance(text, str):
-        raise PhraseError(f"a phrase must be a string, not {text!r}")
-    tree = _PhraseParser(text).parse()
-    if _can_be_empty(tree):
-        raise PhraseError(f"phrase {text!r} can be said as nothing at all (make at least one word required)")
-    counts = _slot_counts(tree)
-    twice = sorted(n for n, c in counts.items() if c > 1)
-    if twice:
-        raise PhraseError(f"slot {{{twice[0]}}} appears twice in one way of saying {text!r} (a slot can be heard once)")
-    return tree
-
-
-def _can_be_empty(node: Node | Seq) -> bool:
-    if isinstance(node, Seq):
-        return all(_can_be_empty(i) for i in node.items)
-    if isinstance(node, Alt):
-        return any(_can_be_empty(o) for o in node.options)
-    return False
-
-
-def _slot_counts(node: Node | Seq) -> dict[str, int]:
-    """Most times each slot can occur along one way of saying the phrase."""
-    if isinstance(node, SlotRef):
-        return {node.name: 1}
-    if isinstance(node, Word):
-        return {}
-    out: dict[str, int] = {}
-    if isinstance(node, Seq):
-        for item in node.items:
-            for k, v in _slot_counts(item).items():
-                out[k] = out.get(k, 0) + v
-    else:
-        for o in node.options:
-            for k, v in _slot_counts(o).items():
-                out[k] = max(out.get(k, 0), v)
-    return out
-
-
-def slot_refs(node: Node | Seq) -> list[SlotRef]:
-    """Every {slot} in a phrase tree, in order."""
-    if isinstance(node, SlotRef):
-        return [node]
-    if isinstance(node, Word):
-        return []
-    children = node.items if isinstance(node, Seq) else node.options
-    return [r for c in children for r in slot_refs(c)]
-
-
-def required_slots(node: Node | Seq) -> set[str]:
-    """The slots heard in every way of saying the phrase (not inside an optional part)."""
-    if isinstance(node, SlotRef):
-        return {node.name}
-    if isinstance(node, Word):
-        return set()
-    if isinstance(node, Seq):
-        return set().union(*(required_slots(i) for i in node.items)) if node.items else set()
-    sets = [required_slots(o) for o in node.options]
-    return set.intersection(*sets) if sets else set()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Word automata
-
-
-@dataclass
-class _Nfa:
-    """Epsilon-free, acyclic. edges[state][word] = [(slot or None, next state), ...]."""
-
-    start: int
-    finals: frozenset[int]
-    edges: list[dict[str, list[tuple[str | None, int]]]]
-
-
-class _Builder:
-    """Thompson construction with epsilon edges, then `finish` removes them."""
-
-    def __init__(self) -> None:
-        self.words: list[list[tuple[str, str | None, int]]] = []
-        self.eps: list[list[int]] = []
-
-    def state(self) -> int:
-        self.words.append([])
-        self.eps.append([])
-        return len(self.words) - 1
-
-    def word_set(self, start: int, end: int, dawg: "_Dawg", tag: str | None) -> None:
-        """Any one of a set of word sequences, from a minimal automaton of them (`_dawg`)."""
-        nodes, finals = dawg
-        ids = [self.state() for _ in nodes]
-        self.eps[start].append(ids[0])
-        for i, out in enumerate(nodes):
-            for w, j in out:
-                self.words[ids[i]].append((w, tag, ids[j]))
-            if finals[i]:
-                self.eps[ids[i]].append(end)
-
-    def finish(self, start: int, final: int) -> _Nfa:
-        closures: list[set[int] | None] = [None] * len(self.words)
-
-        def closure(s: int) -> set[int]:
-            c = closures[s]
-            if c is None:
-                c = {s}
-                for t in self.eps[s]:
-                    c |= closure(t)
-                closures[s] = c
-            return c
-
-        index: dict[int, int] = {}
-        order: list[int] = []
-        todo = [start]
-        index[start] = 0
-        order.append(start)
-        while todo:
-            s = todo.pop()
-            for c in closure(s):
-                for _, _, nxt in self.words[c]:
-                    if nxt not in index:
-                        index[nxt] = len(order)
-                        order.append(nxt)
-                        todo.append(nxt)
-        edges: list[dict[str, list[tuple[str | None, int]]]] = []
-        finals = set()
-        for s in order:
-            out: dict[str, list[tuple[str | None, int]]] = {}
-            for c in closure(s):
-                for w, tag, nxt in self.words[c]:
-                    lst = out.setdefault(w, [])
-                    if (tag, index[nxt]) not in lst:
-                        lst.append((tag, index[nxt]))
-            edges.append(out)
-            if final in closure(s):
-                finals.add(index[s])
-        return _Nfa(0, frozenset(finals), edges)
-
-
-_DURATION_TREES: list[Seq] | None = None
-
-
-def _duration_trees() -> list[Seq]:
-    global _DURATION_TREES
-    if _DURATION_TREES is None:
-        # Not parse_phrase: here {n} is a number type used several times, not a user's slot.
-        _DURATION_TREES = [_PhraseParser(p).parse() for p in numbers.DURATION_PHRASES]
-    return _DURATION_TREES
-
-
-@lru_cache(maxsize=64)
-def _int_forms(lo: int, hi: int) -> tuple[str, ...]:
-    return tuple(f for n in range(lo, hi + 1) for f in numbers.spoken_forms(n))
-
-
-# A minimal acyclic automaton of a set of word sequences: node 0 is the start; nodes[i] lists
-# (word, next node); finals[i] says whether a sequence may end at node i.
-_Dawg = tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[bool, ...]]
-
-
-@lru_cache(maxsize=64)
-def _dawg(forms: tuple[str, ...]) -> _Dawg:
-    """Shared prefixes and shared endings: the numbers 0-999 ("... hundred and twenty one") fold
-    into ~60 states instead of a ~9,000-state trie, which keeps config checks fast on a Pi."""
-    trie: list[dict[str, int]] = [{}]
-    ends = [False]
-    for form in forms:
-        node = 0
-        for w in form.split():
-            if w not in trie[node]:
-                trie.append({})
-                ends.append(False)
-                trie[node][w] = len(trie) - 1
-            node = trie[node][w]
-        ends[node] = True
-    # Bottom-up: nodes with the same ending and the same edges to the same classes are one node.
-    register: dict[tuple, int] = {}
-    canon: dict[int, int] = {}
-    nodes: list[tuple[tuple[str, int], ...]] = []
-    finals: list[bool] = []
-
-    def visit(i: int) -> int:
-        edges = tuple(sorted((w, visit(j)) for w, j in trie[i].items()))
-        key = (ends[i], edges)
-        if key not in register:
-            register[key] = len(nodes)
-            nodes.append(edges)
-            finals.append(ends[i])
-        canon[i] = register[key]
-        return canon[i]
-
-    root = visit(0)
-    # Renumber so that the start is node 0.
-    order = [root] + [k for k in range(len(nodes)) if k != root]
-    new = {old: i for i, old in enumerate(order)}
-    return (
-        tuple(tuple((w, new[j]) for w, j in nodes[old]) for old in order),
-        tuple(finals[old] for old in order),
-    )
-
-
-def _compile(tree: Seq, slots: Mapping[str, SlotType]) -> _Nfa:
-    b = _Builder()
-
-    def slot_fragment(start: int, end: int, slot: SlotType, tag: str) -> None:
-        if slot.kind == "int":
-            b.word_set(start, end, _dawg(_int_forms(slot.lo, slot.hi)), tag)
-        elif slot.kind == "enum":
-            b.word_set(start, end, _dawg(tuple(slot.values)), tag)
-        else:  # duration: its own phrases, every word tagged with the outer slot
-            n = SlotType("n", "int", 1, numbers.DURATION_N_MAX)
-            for t in _duration_trees():
-                node(t, start, end, tag, {"n": n})
-
-    def node(n: Node | Seq, start: int, end: int, tag: str | None, scope: Mapping[str, SlotType]) -> None:
-        if isinstance(n, Word):
-            b.words[start].append((n.text, tag, end))
-        elif isinstance(n, SlotRef):
-            slot = scope[n.name]
-            slot_fragment(start, end, slot, tag or n.name)
-        elif isinstance(n, Seq):
-            cur = start
-            for item in n.items:
-                nxt = b.state()
-                node(item, cur, nxt, tag, scope)
-                cur = nxt
-            b.eps[cur].append(end)
-        else:
-            for o in n.options:
-                node(o, start, end, tag, scope)
-
-    start, final = b.state(), b.state()
-    node(tree, start, final, None, slots)
-    return b.finish(start, final)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Matching
 
 
 @dataclass(frozen=True)
@@ -480,61 +50,20 @@ class Match:
         return tuple(fill_template(a, {k: str(v) for k, v in self.slots.items()}) for a in self.command.options["argv"])
 
 
-_ALT_PRON = re.compile(r"\(\d+\)$")  # pocketsphinx marks alternate pronunciations: "the(2)"
+@dataclass(frozen=True)
+class CompiledPhrase:
+    """One phrase of a command (`index` in its `phrases`), as a tree and as a word automaton."""
 
-
-def normalize_words(text: str) -> list[str]:
-    """Recognizer output -> the grammar's words: lowercase, no hyphens, no punctuation, no
-    pocketsphinx markers ("the(2)", "<sil>"). "[unk]" is kept, so it never matches."""
-    words = []
-    for w in text.lower().replace("-", " ").split():
-        if w.startswith("<") and w.endswith(">"):
-            continue
-        w = _ALT_PRON.sub("", w).strip(".,!?;:\"")
-        if w:
-            words.append(w)
-    return words
-
-
-@dataclass
-class _Phrase:
     command: Command
     index: int
     tree: Seq
-    nfa: _Nfa
+    nfa: Nfa
 
 
-_MAX_RUNS = 64  # parses of one text per phrase; more means a pathological grammar, not a command
-
-
-def _runs(nfa: _Nfa, words: Sequence[str], state: int | None = None, pos: int = 0, full: bool = True):
-    """Every path reading `words` from `state`: (end state, slot tags). With full=True only paths
-    ending in a final state."""
-    out: list[tuple[int, tuple]] = []
-    dead: set[tuple[int, int]] = set()
-
-    def walk(s: int, i: int, tags: tuple) -> bool:
-        if len(out) >= _MAX_RUNS or (s, i) in dead:
-            return False
-        if i == len(words):
-            if not full or s in nfa.finals:
-                out.append((s, tags))
-                return True
-            return False
-        found = False
-        for tag, nxt in nfa.edges[s].get(words[i], ()):
-            found |= walk(nxt, i + 1, tags + (tag,))
-        if not found:
-            dead.add((s, i))
-        return found
-
-    walk(nfa.start if state is None else state, pos, ())
-    return out
-
-
-def _values(command: Command, words: Sequence[str], tags: Sequence[str | None]) -> tuple[dict, dict]:
+def slot_values(command: Command, words: Sequence[str], tags: Sequence[str | None]) -> tuple[dict, dict]:
+    """The typed values (5, "lounge", 5400) and the words heard for each slot along one run."""
     spans: dict[str, list[str]] = {}
-    for w, t in zip(words, tags):
+    for w, t in zip(words, tags, strict=True):
         if t is not None:
             spans.setdefault(t, []).append(w)
     typed: dict[str, int | str] = {}
@@ -552,7 +81,8 @@ def _values(command: Command, words: Sequence[str], tags: Sequence[str | None]) 
     return typed, heard
 
 
-def _key(command: Command, typed: Mapping) -> tuple:
+def intent_key(command: Command, typed: Mapping) -> tuple:
+    """Two runs with the same key mean the same thing: the same command and slot values."""
     return (command.name, tuple(sorted(typed.items())))
 
 
@@ -561,11 +91,12 @@ class Grammar:
 
     def __init__(self, commands: Sequence[Command]) -> None:
         self.commands: tuple[Command, ...] = tuple(commands)
-        self._phrases: list[_Phrase] = []
+        compiled = []
         for cmd in self.commands:
             for i, text in enumerate(cmd.phrases):
                 tree = parse_phrase(text)
-                self._phrases.append(_Phrase(cmd, i, tree, _compile(tree, cmd.slots)))
+                compiled.append(CompiledPhrase(cmd, i, tree, compile_phrase(tree, cmd.slots)))
+        self.phrases: tuple[CompiledPhrase, ...] = tuple(compiled)
 
     # -- intents --------------------------------------------------------------------------------
 
@@ -584,13 +115,14 @@ class Grammar:
             return None
         joined = " ".join(words)
         found: dict[tuple, Match] = {}
-        for ph in self._phrases:
-            runs = _runs(ph.nfa, words)
-            if len(runs) >= _MAX_RUNS:
+        for ph in self.phrases:
+            runs = word_runs(ph.nfa, words)
+            if len(runs) >= MAX_RUNS:
                 return None  # too many readings to be sure they agree: refuse rather than guess
             for _, tags in runs:
-                typed, heard = _values(ph.command, words, tags)
-                found.setdefault(_key(ph.command, typed), Match(ph.command, FrozenMap(typed), joined, FrozenMap(heard)))
+                typed, heard = slot_values(ph.command, words, tags)
+                match = Match(ph.command, FrozenMap(typed), joined, FrozenMap(heard))
+                found.setdefault(intent_key(ph.command, typed), match)
         return self._resolve(found)
 
     def complete(self, prefix_words: str, max_missing: int = 2) -> Match | None:
@@ -601,15 +133,15 @@ class Grammar:
         if not words:
             return None
         found: dict[tuple, Match] = {}
-        for ph in self._phrases:
-            runs = _runs(ph.nfa, words, full=False)
-            if len(runs) >= _MAX_RUNS:
+        for ph in self.phrases:
+            runs = word_runs(ph.nfa, words, full=False)
+            if len(runs) >= MAX_RUNS:
                 return None
             for state, tags in runs:
                 for more, more_tags in self._tails(ph.nfa, state, max_missing):
                     all_words = [*words, *more]
-                    typed, heard = _values(ph.command, all_words, [*tags, *more_tags])
-                    key = _key(ph.command, typed)
+                    typed, heard = slot_values(ph.command, all_words, [*tags, *more_tags])
+                    key = intent_key(ph.command, typed)
                     if key not in found:
                         found[key] = Match(ph.command, FrozenMap(typed), " ".join(all_words), FrozenMap(heard))
                         if len(found) > 1:
@@ -623,16 +155,16 @@ class Grammar:
         words = normalize_words(text)
         if not words or self.match(text) is None:
             return False
-        for ph in self._phrases:
-            runs = _runs(ph.nfa, words, full=False)
-            if len(runs) >= _MAX_RUNS:
+        for ph in self.phrases:
+            runs = word_runs(ph.nfa, words, full=False)
+            if len(runs) >= MAX_RUNS:
                 return False
             if any(ph.nfa.edges[state] for state, _ in runs):
                 return False
         return True
 
     @staticmethod
-    def _tails(nfa: _Nfa, state: int, budget: int) -> Iterator[tuple[list[str], list]]:
+    def _tails(nfa: Nfa, state: int, budget: int) -> Iterator[tuple[list[str], list]]:
         if state in nfa.finals:
             yield [], []
         if budget <= 0:
@@ -648,7 +180,7 @@ class Grammar:
         """Every (text, command name, typed slots) the grammar can produce, up to `limit` of them
         (durations alone allow millions of texts)."""
         count = 0
-        for ph in self._phrases:
+        for ph in self.phrases:
             seen: set[str] = set()
             stack: list[tuple[int, tuple, tuple]] = [(ph.nfa.start, (), ())]
             while stack:
@@ -657,7 +189,7 @@ class Grammar:
                     text = " ".join(ws)
                     if text not in seen:
                         seen.add(text)
-                        yield text, ph.command.name, _values(ph.command, ws, tags)[0]
+                        yield text, ph.command.name, slot_values(ph.command, ws, tags)[0]
                         count += 1
                         if limit is not None and count >= limit:
                             return
@@ -669,10 +201,10 @@ class Grammar:
     def size(self) -> int:
         """How many word sequences (paths) the grammar has; duplicates counted once per path."""
         total = 0
-        for ph in self._phrases:
+        for ph in self.phrases:
             memo: dict[int, int] = {}
 
-            def paths(s: int, nfa: _Nfa = ph.nfa, memo: dict = memo) -> int:
+            def paths(s: int, nfa: Nfa = ph.nfa, memo: dict = memo) -> int:
                 if s not in memo:
                     memo[s] = (s in nfa.finals) + sum(paths(n) for lst in nfa.edges[s].values() for _, n in lst)
                 return memo[s]
@@ -682,7 +214,7 @@ class Grammar:
 
     def sample(self, rng: random.Random) -> tuple[str, str, dict]:
         """One random (text, command name, typed slots): a random walk, each phrase equally likely."""
-        ph = rng.choice(self._phrases)
+        ph = rng.choice(self.phrases)
         s, ws, tags = ph.nfa.start, [], []
         while True:
             out = [(w, t, n) for w, lst in ph.nfa.edges[s].items() for t, n in lst]
@@ -691,11 +223,11 @@ class Grammar:
             w, t, s = rng.choice(out)
             ws.append(w)
             tags.append(t)
-        return " ".join(ws), ph.command.name, _values(ph.command, ws, tags)[0]
+        return " ".join(ws), ph.command.name, slot_values(ph.command, ws, tags)[0]
 
     def vocabulary(self) -> set[str]:
         """Every word the grammar can produce."""
-        return {w for ph in self._phrases for e in ph.nfa.edges for w in e}
+        return {w for ph in self.phrases for e in ph.nfa.edges for w in e}
 
     # -- recognizer grammars --------------------------------------------------------------------
 
@@ -710,12 +242,12 @@ class Grammar:
             if slot.kind == "int":
                 rule = f"int_{slot.lo}_{slot.hi}"
                 if rule not in type_rules:
-                    type_rules[rule] = " | ".join(_int_forms(slot.lo, slot.hi))
+                    type_rules[rule] = " | ".join(int_forms(slot.lo, slot.hi))
             elif slot.kind == "duration":
                 rule = "duration"
                 if rule not in type_rules:
                     n = SlotType("n", "int", 1, numbers.DURATION_N_MAX)
-                    type_rules[rule] = " | ".join(render(t, cmd, {"n": n}) for t in _duration_trees())
+                    type_rules[rule] = " | ".join(render(t, cmd, {"n": n}) for t in duration_trees())
             else:
                 rule = f"enum_{cmd.name}_{slot.name}"
                 type_rules[rule] = " | ".join(slot.values)
@@ -733,7 +265,7 @@ class Grammar:
 
         cmd_rules = []
         for cmd in self.commands:
-            bodies = [render(ph.tree, cmd, cmd.slots) for ph in self._phrases if ph.command is cmd]
+            bodies = [render(ph.tree, cmd, cmd.slots) for ph in self.phrases if ph.command is cmd]
             cmd_rules.append(f"<cmd_{cmd.name}> = " + " | ".join(f"( {b} )" for b in bodies) + ";")
         lines = [
             "#JSGF V1.0;",
@@ -760,7 +292,7 @@ class Grammar:
         scripts/measure-intents with an English model, 89.5% with the prefix.
         """
         per_command: dict[str, list[str]] = {}
-        for ph in self._phrases:
+        for ph in self.phrases:
             lines = per_command.setdefault(ph.command.name, [])
             covered = {pair for line in lines for pair in _pairs(line.split())}
             for words in _covering_paths(ph.nfa, covered):
@@ -780,51 +312,13 @@ class Grammar:
         out += ["[unk]"] * (target if balance else 1)
         return out
 
-    # -- config checks --------------------------------------------------------------------------
-
-    def find_conflict(self) -> "Conflict | None":
-        """The first way two commands can be heard the same, or one text gives two different slot
-        values in one command; None when every text has one meaning."""
-        for a, b in itertools.combinations(self._phrases, 2):
-            if a.command.name == b.command.name:
-                continue
-            words = _intersect(a.nfa, b.nfa)
-            if words is not None:
-                return Conflict(a.command.name, a.index, b.command.name, b.index, " ".join(words))
-        for a, b in itertools.combinations_with_replacement(self._phrases, 2):
-            if a.command.name != b.command.name or not a.command.slots:
-                continue
-            for words in _diverging(a.nfa, b.nfa):
-                if self._meanings(a.command, words) > 1:
-                    return Conflict(a.command.name, a.index, b.command.name, b.index, " ".join(words))
-        return None
-
-    def _meanings(self, command: Command, words: Sequence[str]) -> int:
-        keys = set()
-        for ph in self._phrases:
-            if ph.command is command:
-                for _, tags in _runs(ph.nfa, words):
-                    keys.add(_key(command, _values(command, words, tags)[0]))
-        return len(keys)
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """Two phrases (maybe the same one) that can be heard as the same `text` with two meanings."""
-
-    command_a: str
-    phrase_a: int
-    command_b: str
-    phrase_b: int
-    text: str
-
 
 def _pairs(words: Sequence[str]) -> set[tuple[str, str]]:
     seq = ["<s>", *words, "</s>"]
-    return set(zip(seq, seq[1:]))
+    return set(itertools.pairwise(seq))
 
 
-def _covering_paths(nfa: _Nfa, covered: set[tuple[str, str]]) -> Iterator[list[str]]:
+def _covering_paths(nfa: Nfa, covered: set[tuple[str, str]]) -> Iterator[list[str]]:
     """Paths through the automaton that between them hold every word pair it allows."""
     n = len(nfa.edges)
     prefix: list[list[str] | None] = [None] * n
@@ -872,60 +366,3 @@ def _covering_paths(nfa: _Nfa, covered: set[tuple[str, str]]) -> Iterator[list[s
                 head = [] if p is None else [*prefix[p], w1]  # type: ignore[misc]
                 rest = [] if t is None else [w2, *tail(t)]
                 yield from emit(head + rest)
-
-
-def _intersect(a: _Nfa, b: _Nfa) -> list[str] | None:
-    """A shortest word sequence both automata accept, or None."""
-    start = (a.start, b.start)
-    parent: dict[tuple[int, int], tuple[tuple[int, int], str] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        p, q = cur = queue.popleft()
-        if p in a.finals and q in b.finals:
-            words: list[str] = []
-            node = cur
-            while parent[node] is not None:
-                node, w = parent[node]  # type: ignore[misc]
-                words.append(w)
-            return words[::-1]
-        for w, la in a.edges[p].items():
-            lb = b.edges[q].get(w)
-            if not lb:
-                continue
-            for _, pn in la:
-                for _, qn in lb:
-                    if (pn, qn) not in parent:
-                        parent[(pn, qn)] = (cur, w)
-                        queue.append((pn, qn))
-    return None
-
-
-def _diverging(a: _Nfa, b: _Nfa, limit: int = 10) -> Iterator[list[str]]:
-    """Texts both automata accept along paths whose slot spans differ (up to `limit` of them)."""
-    start = (a.start, b.start, False)
-    parent: dict[tuple, tuple | None] = {start: None}
-    queue = deque([start])
-    found = 0
-    while queue:
-        cur = queue.popleft()
-        p, q, diverged = cur
-        if diverged and p in a.finals and q in b.finals:
-            words: list[str] = []
-            node = cur
-            while parent[node] is not None:
-                node, w = parent[node]  # type: ignore[misc]
-                words.append(w)
-            yield words[::-1]
-            found += 1
-            if found >= limit:
-                return
-        for w, la in a.edges[p].items():
-            lb = b.edges[q].get(w)
-            if not lb:
-                continue
-            for ta, pn in la:
-                for tb, qn in lb:
-                    nxt = (pn, qn, diverged or ta != tb)
-                    if nxt not in parent:
-                        parent[nxt] = (cur, w)
-                        queue.append(nxt)

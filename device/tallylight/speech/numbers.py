@@ -19,8 +19,8 @@ _ONES = (
 ).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
-# Duration grammar, in the phrase syntax of tallylight.speech.grammar ({n} is a number 1..99). The
-# grammar module builds the recognizer grammar from these; `parse_duration` below reads the same
+# Duration grammar, in the phrase syntax of tallylight.speech.phrase ({n} is a number 1..99). The
+# automaton and grammar modules build the recognizer grammar from these; `parse_duration` reads the same
 # language. tests/test_grammar.py checks that the two agree.
 DURATION_N_MAX = 99
 DURATION_PHRASES: tuple[str, ...] = (

@@ -1,4 +1,4 @@
-"""One interface over the on-device speech recognizers (pocketsphinx and vosk), and the factory.
+"""One interface over the on-device speech recognizers (pocketsphinx and vosk); `engines` builds them.
 
 A recognizer is a plain step: feed it 16 kHz mono s16le blocks with `process()`, ask for the final
 result with `finish()`, `reset()` before the next utterance. It does no I/O of its own and keeps no
@@ -8,24 +8,7 @@ they can be built and tested without the command module.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-
-from tallylight.config import RecognizerConfig
-from tallylight.errors import EngineError
-
-_LOG = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-
-# Where `tallylight models download small-en-us` puts the model when no --dest is given is the
-# state dir's models/ folder; `auto` also looks in these (the packaged/system-wide places).
-DEFAULT_VOSK_DIRS = (
-    Path("/var/lib/tallylight/models/vosk-model-small-en-us-0.15"),
-    Path("/usr/share/tallylight/models/vosk-model-small-en-us-0.15"),
-)
 
 
 @dataclass(frozen=True)
@@ -70,59 +53,8 @@ class Recognizer:
         """Grammar words that the model cannot recognize (for `tallylight check`)."""
         raise NotImplementedError
 
-    def __enter__(self) -> "Recognizer":
+    def __enter__(self) -> Recognizer:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def default_vosk_model(state_dir: Path | None = None) -> Path | None:
-    """The vosk model that `auto` would use when recognizer.vosk_model is empty, if one is installed."""
-    candidates = []
-    if state_dir is not None:
-        candidates.append(Path(state_dir) / "models" / "vosk-model-small-en-us-0.15")
-    candidates.extend(DEFAULT_VOSK_DIRS)
-    for cand in candidates:
-        if (cand / "am").is_dir() or (cand / "conf").is_dir():
-            return cand
-    return None
-
-
-def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], words: set[str],
-                    state_dir: Path | None = None, extra_pronunciations: dict[str, str] | None = None,
-                    preroll_s: float | None = None, debug: bool = False) -> Recognizer:
-    """The configured recognizer.
-
-    engine "auto": vosk when recognizer.vosk_model (or the default model dir) exists, else
-    pocketsphinx, whose English model ships inside its wheel. `words` is the grammar's vocabulary
-    (used to say which words a model lacks); `phrases` feed vosk's grammar mode, `jsgf` pocketsphinx.
-    `preroll_s` is the capture's pre-roll: pocketsphinx measures its cepstral mean on that much audio.
-    """
-    engine = cfg.engine
-    model_path: Path | None = Path(cfg.vosk_model).expanduser() if cfg.vosk_model else None
-    if engine == "auto":
-        if model_path is None:
-            model_path = default_vosk_model(state_dir)
-        engine = "vosk" if model_path is not None and model_path.is_dir() else "pocketsphinx"
-        _LOG.info("recognizer: %s%s", engine, f" ({model_path})" if engine == "vosk" else "")
-    if engine == "vosk":
-        from tallylight.speech.vosk_engine import VoskRecognizer
-
-        if model_path is None:
-            model_path = default_vosk_model(state_dir)
-        if model_path is None:
-            raise EngineError(
-                "recognizer.engine = 'vosk' but no model is set: run `tallylight models download "
-                "small-en-us` and set recognizer.vosk_model, or set recognizer.engine = 'pocketsphinx'"
-            )
-        rec: Recognizer = VoskRecognizer(os.fspath(model_path), phrases, debug=debug)
-    else:
-        from tallylight.speech.sphinx import SphinxRecognizer, prime_window
-
-        options = {} if preroll_s is None else {"prime_s": prime_window(preroll_s)}
-        rec = SphinxRecognizer(jsgf, extra_pronunciations, debug=debug, **options)
-    missing = rec.missing_words() & set(words) if words else rec.missing_words()
-    if missing:
-        _LOG.warning("recognizer %s lacks these command words: %s", rec.name, ", ".join(sorted(missing)))
-    return rec

@@ -59,10 +59,14 @@ from importlib import resources
 import numpy as np
 
 from tallylight.errors import EngineError, UnknownWordsError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 from tallylight.speech.noisefloor import NoiseFloor
-from tallylight.speech.recognizer import SAMPLE_RATE, Hypothesis, Recognizer
+from tallylight.speech.recognizer import Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
+
+# pocketsphinx is imported where the decoder and its model are made, not here, so that a device on
+# vosk never loads it (engines imports this module whichever engine is configured).
 
 # The decoder's filler words: silence only (<s>, </s>, <sil>). The model's own list adds [NOISE] and
 # [SPEECH], which the FSG search puts beside every grammar state: without them finish() takes 0.77 of
@@ -74,7 +78,7 @@ FILLERS_RESOURCE = "data/pocketsphinx-fillers.dict"
 KNOWN_PRONUNCIATIONS = {"nabu": "N AA B UW"}
 
 # Seconds of audio whose cepstral mean the decoding starts from (see above): the default
-# capture.preroll_s. make_recognizer passes the configured pre-roll instead (`prime_window`).
+# capture.preroll_s. engines.make_recognizer passes the configured pre-roll instead (`prime_window`).
 PRIME_S = 1.5
 # Below this much audio the mean of what there is would be worse than the model's prior.
 MIN_PRIME_S = 0.3
@@ -167,7 +171,7 @@ class SphinxRecognizer(Recognizer):
     name = "pocketsphinx"
 
     def __init__(self, jsgf: str, extra_pronunciations: dict[str, str] | None = None, *,
-                 noise_floor: float = NOISE_FLOOR, prime_s: float = PRIME_S, sample_rate: int = SAMPLE_RATE,
+                 noise_floor: float = NOISE_FLOOR, prime_s: float = PRIME_S, sample_rate: int = RATE,
                  debug: bool = False, **decoder_options) -> None:
         """`extra_pronunciations` maps words missing from cmudict to ARPABET ("nabu": "N AA B UW");
         `decoder_options` go to `pocketsphinx.Decoder` (beam, silprob...)."""
@@ -175,8 +179,8 @@ class SphinxRecognizer(Recognizer):
             import pocketsphinx
         except ImportError as e:  # pragma: no cover - a dependency of the package
             raise EngineError(f"pocketsphinx is not installed ({e}): run scripts/setup.sh or pip install pocketsphinx") from None
-        if sample_rate != SAMPLE_RATE:
-            raise EngineError(f"pocketsphinx's model wants {SAMPLE_RATE} Hz audio, not {sample_rate} Hz")
+        if sample_rate != RATE:
+            raise EngineError(f"pocketsphinx's model wants {RATE} Hz audio, not {sample_rate} Hz")
         if not _PUBLIC_RULE.search(_JSGF_COMMENT.sub(" ", jsgf)):
             raise EngineError("the command grammar has no public rule: the JSGF needs `public <name> = ...;`")
         model = _model_files()
@@ -236,7 +240,7 @@ class SphinxRecognizer(Recognizer):
         self._cmn0 = self._decoder.get_cmn(False)
         # The first samples of the utterance, until prime_s have come: one buffer allocated once
         # (a growing bytearray would leave earlier copies of the audio in freed memory).
-        self._priming = bytearray(int(prime_s * SAMPLE_RATE) * 2)
+        self._priming = bytearray(int(prime_s * RATE) * BYTES_PER_SAMPLE)
         self._primed = 0  # bytes of it in use
         self._in_utt = False
         self._last_partial = ""
@@ -324,7 +328,7 @@ class SphinxRecognizer(Recognizer):
         self._wipe_priming()
         d = self._decoder
         cmn = self._cmn0
-        if len(samples) >= int(MIN_PRIME_S * SAMPLE_RATE):
+        if len(samples) >= int(MIN_PRIME_S * RATE):
             d.reinit_feat()  # no front-end state (noise estimate) from the last utterance
             d.set_cmn(self._cmn0)
             d.start_utt()

@@ -16,9 +16,11 @@ from pathlib import Path
 from tallylight.config import Config
 from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
+from tallylight.speech.command_types import Command
 from tallylight.speech.commands import default_commands, parse_commands
+from tallylight.speech.engines import default_vosk_model, make_recognizer
 from tallylight.speech.grammar import Grammar
-from tallylight.speech.recognizer import Hypothesis, Recognizer, default_vosk_model, make_recognizer
+from tallylight.speech.recognizer import Hypothesis, Recognizer
 
 _LOG = logging.getLogger(__name__)
 
@@ -104,10 +106,14 @@ class Understander:
         self.recognizer.close()
 
 
-def commands_of(cfg: Config):
-    """The configured commands; the defaults when the config has no [commands] section."""
-    where = str(cfg.path) if cfg.path else "<config>"
-    return parse_commands(cfg.commands, where) if cfg.commands else default_commands()
+def commands_of(cfg: Config) -> tuple[Command, ...]:
+    """The configured commands; the defaults when the config has no [commands] section. Parsed
+    when the config was loaded; parsed here only for a Config built without config.from_dict."""
+    if not cfg.commands:
+        return default_commands()
+    if cfg.parsed_commands is not None:
+        return cfg.parsed_commands
+    return parse_commands(cfg.commands, str(cfg.path) if cfg.path else "<config>")
 
 
 def wake_words_of(cfg: Config) -> tuple[str, ...]:

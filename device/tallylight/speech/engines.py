@@ -1,0 +1,73 @@
+"""The configured speech recognizer: which engine `auto` picks, where its model is, and building it.
+
+The engine modules are imported here at the top; each imports its heavy library (vosk,
+pocketsphinx) only when a recognizer is built, so the one not chosen costs no start time or memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tallylight.config import RecognizerConfig
+from tallylight.errors import EngineError
+from tallylight.speech.recognizer import Recognizer
+from tallylight.speech.sphinx import SphinxRecognizer, prime_window
+from tallylight.speech.vosk_engine import VoskRecognizer
+
+_LOG = logging.getLogger(__name__)
+
+# Where `tallylight models download small-en-us` puts the model when no --dest is given is the
+# state dir's models/ folder; `auto` also looks in these (the packaged/system-wide places).
+DEFAULT_VOSK_DIRS = (
+    Path("/var/lib/tallylight/models/vosk-model-small-en-us-0.15"),
+    Path("/usr/share/tallylight/models/vosk-model-small-en-us-0.15"),
+)
+
+
+def default_vosk_model(state_dir: Path | None = None) -> Path | None:
+    """The vosk model that `auto` would use when recognizer.vosk_model is empty, if one is installed."""
+    candidates = []
+    if state_dir is not None:
+        candidates.append(Path(state_dir) / "models" / "vosk-model-small-en-us-0.15")
+    candidates.extend(DEFAULT_VOSK_DIRS)
+    for cand in candidates:
+        if (cand / "am").is_dir() or (cand / "conf").is_dir():
+            return cand
+    return None
+
+
+def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], words: set[str],
+                    state_dir: Path | None = None, extra_pronunciations: dict[str, str] | None = None,
+                    preroll_s: float | None = None, debug: bool = False) -> Recognizer:
+    """The configured recognizer.
+
+    engine "auto": vosk when recognizer.vosk_model (or the default model dir) exists, else
+    pocketsphinx, whose English model ships inside its wheel. `words` is the grammar's vocabulary
+    (used to say which words a model lacks); `phrases` feed vosk's grammar mode, `jsgf` pocketsphinx.
+    `preroll_s` is the capture's pre-roll: pocketsphinx measures its cepstral mean on that much audio.
+    """
+    engine = cfg.engine
+    model_path: Path | None = Path(cfg.vosk_model).expanduser() if cfg.vosk_model else None
+    if engine == "auto":
+        if model_path is None:
+            model_path = default_vosk_model(state_dir)
+        engine = "vosk" if model_path is not None and model_path.is_dir() else "pocketsphinx"
+        _LOG.info("recognizer: %s%s", engine, f" ({model_path})" if engine == "vosk" else "")
+    if engine == "vosk":
+        if model_path is None:
+            model_path = default_vosk_model(state_dir)
+        if model_path is None:
+            raise EngineError(
+                "recognizer.engine = 'vosk' but no model is set: run `tallylight models download "
+                "small-en-us` and set recognizer.vosk_model, or set recognizer.engine = 'pocketsphinx'"
+            )
+        rec: Recognizer = VoskRecognizer(os.fspath(model_path), phrases, debug=debug)
+    else:
+        options = {} if preroll_s is None else {"prime_s": prime_window(preroll_s)}
+        rec = SphinxRecognizer(jsgf, extra_pronunciations, debug=debug, **options)
+    missing = rec.missing_words() & set(words) if words else rec.missing_words()
+    if missing:
+        _LOG.warning("recognizer %s lacks these command words: %s", rec.name, ", ".join(sorted(missing)))
+    return rec
