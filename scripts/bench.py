@@ -353,7 +353,7 @@ def stage_pipeline(cfg: C.Config, wav: Path, blocks: list[bytes]) -> Measured:
     from tallylight.hardware.indicator import TerminalIndicator
     from tallylight.ledger import Ledger
 
-    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), Ledger.in_memory())
+    gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory())
     pipeline = build_pipeline(cfg, gate)
     gate.switch_changed(muted=False)
     pipeline.drain()

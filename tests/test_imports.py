@@ -4,7 +4,8 @@ The graph is read from the source with `ast`, and counts every import of a tally
 those inside functions: an import moved into a function still ties the two modules together, it
 only hides the cycle from Python until that function runs. An import marked with a comment
 `# lazy import: <why>` on its line (or the line above) is left out of the graph; that is for an
-import kept at its point of use on purpose (start time, memory), never to get around a cycle.
+import kept at its point of use on purpose (start time, memory), never to get around a cycle. An
+import under `if TYPE_CHECKING:` is left out too: it never runs, and only names a type for annotations.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def _is_marked_lazy(lines: list[str], lineno: int) -> bool:
     return LAZY_MARK in here or above.strip().startswith(LAZY_MARK)
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:` (only its body is left out: an else runs)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _resolve(node: ast.Import | ast.ImportFrom, importer: str, is_package: bool, modules: set[str]) -> list[str]:
     if isinstance(node, ast.Import):
         return [a.name for a in node.names if a.name in modules]
@@ -73,8 +83,12 @@ def import_edges(package_dir: Path) -> list[ImportEdge]:
         lines = text.splitlines()
         tree = ast.parse(text, filename=str(path))
         top = {id(n) for n in tree.body}
+        type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                     for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)) or _is_marked_lazy(lines, node.lineno):
+                continue
+            if id(node) in type_only:
                 continue
             where = f"{path.relative_to(package_dir.parent)}:{node.lineno}"
             for imported in _resolve(node, importer, path.name == "__init__.py", names):

@@ -471,7 +471,7 @@ def test_terminal_prints_one_line_per_change():
 
 def test_terminal_that_cannot_be_written_fails_closed():
     out = io.StringIO()
-    ind = TerminalIndicator(out=out)
+    ind = TerminalIndicator(IndicatorConfig(kind="terminal"), out=out)
     out.close()
     with pytest.raises(IndicatorError) as err:
         ind.show(State.CAPTURING)

@@ -688,7 +688,7 @@ def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
     from tallylight.hardware.indicator import TerminalIndicator
     import io
 
-    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
+    gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
     gate.switch_changed(muted=False)
     assert gate.begin_capture()
 

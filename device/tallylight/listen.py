@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from tallylight.config import Config
+from tallylight.config import Config, IndicatorConfig
 from tallylight.errors import AudioFileError, TallylightError
 from tallylight.events import Event
 from tallylight.gate import PrivacyGate
@@ -32,7 +32,7 @@ def listen_file(cfg: Config, path: Path, consumer=None) -> list[Event]:
     source = WavFileSource(path, block_ms=cfg.audio.block_ms, channel_mode=cfg.audio.channel_mode,
                            channel=cfg.audio.channel)
     source.open()
-    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), Ledger.in_memory())
+    gate = PrivacyGate(TerminalIndicator(IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory())
     pipeline = build_pipeline(cfg, gate, consumer)
     events: list[Event] = []
     try:

@@ -24,11 +24,13 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tallylight.config import IndicatorConfig
 from tallylight.errors import HardwareError, IndicatorError
 from tallylight.gate import State
+
+if TYPE_CHECKING:  # only for annotations: config.load asks this module whether two states look alike
+    from tallylight.config import IndicatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +361,8 @@ class TerminalIndicator(Indicator):
 
     kind = "terminal light"
 
-    def __init__(self, cfg: IndicatorConfig | None = None, out: TextIO = sys.stderr) -> None:
-        super().__init__(cfg or IndicatorConfig())
+    def __init__(self, cfg: IndicatorConfig, out: TextIO = sys.stderr) -> None:
+        super().__init__(cfg)
         self.out = out
         self._shown: tuple[State, Pattern] | None = None
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tallylight.config import Config
 from tallylight.hardware.apa102 import ENABLE_SPI
+
+if TYPE_CHECKING:  # only for annotations: config.load applies pin_clashes
+    from tallylight.config import Config
 
 BOOT_CONFIGS = (Path("/boot/firmware/config.txt"), Path("/boot/config.txt"))  # Bookworm on, before
 CARDS = Path("/proc/asound/cards")
