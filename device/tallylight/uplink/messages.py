@@ -429,3 +429,11 @@ class MessageReader:
                 self.rejected += 1
                 out.append(e)
         return out
+
+
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+
+
+def clean_text(value: str, max_chars: int) -> str:
+    """Text from the network made fit for a text field: controls and runs of whitespace become one space, cut."""
+    return _WHITESPACE_OR_CONTROL.sub(" ", value).strip()[:max_chars].rstrip()
