@@ -162,8 +162,8 @@ def test_a_garbage_peer_is_closed_with_one_log_line_and_the_next_peer_is_served(
     poll_until(link, lambda _: link.rejected == 1)
     assert child.communicate(timeout=WAIT_S)[0].strip() == "closed"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == ["uplink socket: the uplink broke the protocol: bad frame magic b'GE' (expected b'TL'): the peer "
-                        "does not speak this protocol: connection closed"]
+    assert warnings == ["uplink socket: the uplink broke the protocol: bad frame magic b'GE' (expected b'TL'): "
+                        "the peer does not speak this protocol: connection closed"]
     assert not any(r.exc_info for r in caplog.records)
     peer = connected_peer(link)
     assert link.send(messages.State("muted"))
