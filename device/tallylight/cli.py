@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--socket", type=Path, default=Path("/run/tallylight/uplink.sock"), help="the daemon's socket")
     up.add_argument("--host", default="0.0.0.0", help="address for the ESPHome API (default: all)")
     up.add_argument("--port", type=int, default=6053, help="ESPHome API port (default 6053)")
-    up.add_argument("--key-file", type=Path, default=Path("/etc/tallylight/uplink.key"), help="the API's Noise key")
+    up.add_argument("--key-file", type=Path, default=Path("/var/lib/tallylight-uplink/api.key"),
+                    help="the API's Noise key (only this user may read it)")
     up.add_argument("--new-key", action="store_true", help="write a new key to --key-file, print it and exit")
     up.add_argument("--plaintext", action="store_true", help="no encryption (anyone on the network can connect)")
     up.add_argument("--name", help="the device's name in Home Assistant and on mDNS")
