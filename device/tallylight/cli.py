@@ -1,4 +1,4 @@
-"""The `tallylight` command: run, listen, check, ledger, devices, models.
+"""The `tallylight` command: run, listen, check, ledger, devices, models, uplink.
 
 Every verb takes `--config F`. Errors a user can cause are one line on stderr and an exit code
 (78 for config), never a traceback.
@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     dl = msub.add_parser("download", parents=[again], help="download and check a vosk model")
     dl.add_argument("name", help="model name, e.g. small-en-us")
     dl.add_argument("--dest", type=Path, help="folder to unpack into (default: <state dir>/models)")
+    up = sub.add_parser("uplink", parents=[common], help="the Home Assistant uplink (a separate process with network)")
+    up.add_argument("--socket", type=Path, default=Path("/run/tallylight/uplink.sock"), help="the daemon's socket")
+    up.add_argument("--host", default="0.0.0.0", help="address for the ESPHome API (default: all)")
+    up.add_argument("--port", type=int, default=6053, help="ESPHome API port (default 6053)")
+    up.add_argument("--key-file", type=Path, default=Path("/var/lib/tallylight-uplink/api.key"),
+                    help="the API's Noise key (only this user may read it)")
+    up.add_argument("--new-key", action="store_true", help="write a new key to --key-file, print it and exit")
+    up.add_argument("--plaintext", action="store_true", help="no encryption (anyone on the network can connect)")
+    up.add_argument("--name", help="the device's name in Home Assistant and on mDNS")
+    up.add_argument("--no-mdns", action="store_true", help="do not announce the device on the network")
     return p
 
 
@@ -187,8 +197,19 @@ def cmd_models(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_uplink(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from tallylight.uplink import main as uplink
+
+    if args.new_key:
+        print(f"API encryption key (enter it in Home Assistant): {uplink.new_key(args.key_file)}")
+        return 0
+    wake = ((cfg.wake.model, cfg.wake.model.replace("_", " ").title()),)
+    return uplink.run(uplink.UplinkOptions(args.socket, args.host, args.port, None if args.plaintext else args.key_file,
+                                           args.name, not args.no_mdns, wake))
+
+
 _VERBS = {"run": cmd_run, "listen": cmd_listen, "check": cmd_check, "ledger": cmd_ledger,
-          "devices": cmd_devices, "models": cmd_models}
+          "devices": cmd_devices, "models": cmd_models, "uplink": cmd_uplink}
 
 
 if __name__ == "__main__":
