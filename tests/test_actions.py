@@ -3,24 +3,26 @@ volume through real amixer (a PulseAudio server's mixer, and the errors of a mac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 from gpiozero import LED
 from gpiozero.pins.mock import MockFactory
+from test_reply import pulse  # noqa: F401  (the PulseAudio null-sink fixture)
 
 from tallylight.actions import MUTE_REPLY, SORRY, ActionResult, ActionRunner, Mixer, MixerError, spoken_duration
 from tallylight.config import ActionsConfig
 from tallylight.timers import Timers
-from test_reply import pulse  # noqa: F401  (the PulseAudio null-sink fixture)
 
 # -- test data: commands as the config parser gives them -----------------------------------------
 
@@ -455,10 +457,8 @@ def test_run_timeout_of_a_program_we_may_not_kill_is_one_line(runner, monkeypatc
     finally:
         monkeypatch.setattr(os, "killpg", real_killpg)
         for pgid in proc_pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal_module.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_run_chatty_program_is_read_to_its_end_but_only_its_start_and_end_kept(runner):

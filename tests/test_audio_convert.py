@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from audio_rigs import interleave, tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tallylight.audio.convert import BlockConverter, Reblocker, to_s16
 from tallylight.pcm import block_bytes
+
+from audio_rigs import interleave, tone
 
 
 def pcm(a: np.ndarray) -> bytes:

@@ -12,7 +12,6 @@ import numpy as np
 import pyaudio
 import pytest
 
-from audio_rigs import file_mic_rig, file_mics, interleave, no_alsa_devices, pulse_mic_rig, tone  # noqa: F401
 from tallylight.audio.device import (
     InputDevice,
     MicSource,
@@ -24,6 +23,8 @@ from tallylight.audio.device import (
 )
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
+
+from audio_rigs import file_mics, interleave, no_alsa_devices, tone
 
 TONES = [250, 500, 1000, 2000, 3000, 4000]  # Hz, one per channel; all whole cycles in a 20 ms block
 

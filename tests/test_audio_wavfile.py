@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import speech
-from audio_rigs import interleave, tone
 from tallylight.audio.wavfile import WavFileSource, read_wav_16k_mono, read_wav_info
 from tallylight.errors import AudioFileError
+
+import speech
+from audio_rigs import interleave, tone
 
 
 def samples(b: bytes) -> np.ndarray:

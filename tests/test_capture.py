@@ -1,7 +1,8 @@
 """P4: the pre-roll ring is bounded (<= 2 s) and zeroed on wipe; the capture buffer is bounded."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tallylight.capture import MAX_RING_S, CaptureBuffer, PrerollRing
 from tallylight.pcm import BYTES_PER_SECOND

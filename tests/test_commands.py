@@ -241,7 +241,8 @@ def test_frozen_map_behaves_like_a_read_only_dict():
         (bad(say_hi={"argv": ["/bin/echo", "{nome}"]}), "commands.say_hi.argv[1]", "uses {nome}"),
         (bad(say_hi={"pass_transcript": "yes"}), "commands.say_hi.pass_transcript", "true or false"),
         (bad(say_hi={"timeout_s": 0}), "commands.say_hi.timeout_s", "from 0.1 to 600"),
-        (bad(timer={"phrases": ["start the timer"], "slots": None, "reply": None}), "commands.timer.phrases[0]", "gives the timer no length"),
+        (bad(timer={"phrases": ["start the timer"], "slots": None, "reply": None}), "commands.timer.phrases[0]",
+         "gives the timer no length"),
         (bad(timer={"slots": {"minutes": "0-99"}}), "commands.timer.slots.minutes", "zero"),
         # replies
         (bad(timer={"reply": "Okay, {mins} minutes."}), "commands.timer.reply", "uses {mins}"),

@@ -5,20 +5,19 @@ cleanly on SIGTERM (mic closed, light off, ledger consistent)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from tallylight import ledger as L
+
 import speech
 from audio_rigs import have_pulseaudio, pulse_mic
-from tallylight import ledger as L
 
 pytestmark = pytest.mark.skipif(not have_pulseaudio(), reason="needs pulseaudio, pactl, pacat and libasound2-plugins "
                                                               "(scripts/test installs them)")

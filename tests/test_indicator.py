@@ -12,9 +12,28 @@ from tallylight.config import IndicatorConfig
 from tallylight.errors import HardwareError, IndicatorError
 from tallylight.gate import State
 from tallylight.hardware.indicator import (
-    AMBER, BLUE, DEBUG_RECORDING, GREEN, MAGENTA, OFF, ON, PATTERNS, RED, WHITE,
-    INDICATOR_KINDS, Apa102Indicator, LedIndicator, Look, Pattern, PwmLedIndicator, RgbLedIndicator,
-    TerminalIndicator, alike_patterns, light_problem, make_indicator, pattern_for,
+    AMBER,
+    BLUE,
+    DEBUG_RECORDING,
+    GREEN,
+    INDICATOR_KINDS,
+    MAGENTA,
+    OFF,
+    ON,
+    PATTERNS,
+    RED,
+    WHITE,
+    Apa102Indicator,
+    LedIndicator,
+    Look,
+    Pattern,
+    PwmLedIndicator,
+    RgbLedIndicator,
+    TerminalIndicator,
+    alike_patterns,
+    light_problem,
+    make_indicator,
+    pattern_for,
 )
 from tallylight.hardware.pins import make_pin_factory
 

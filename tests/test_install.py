@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from debian_root import chroot_env, debian_root
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from debian_root import chroot_env, debian_root
 from test_install import freeze_checkout, steps
+
+from debian_root import chroot_env, debian_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy_root]
 

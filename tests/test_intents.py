@@ -12,7 +12,6 @@ import sys
 
 import pytest
 
-import speech
 from tallylight.config import load
 from tallylight.listen import listen_file
 from tallylight.speech.understand import make_understander

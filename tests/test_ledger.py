@@ -1,13 +1,14 @@
 """P7: the ledger is append-only and hash-chained; --verify detects edits, deletions, truncation."""
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tallylight import ledger as L
 from tallylight.errors import LedgerError
@@ -191,8 +192,9 @@ def test_unwritable_state_dir(tmp_path):
 def test_cli_ledger_timeline_and_verify(tmp_path):
     path = make(tmp_path)
     env = {**os.environ}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tallylight", "ledger", "--file", str(path), *a],
-                                    capture_output=True, text=True, env=env, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "tallylight", "ledger", "--file", str(path), *a],
+                                        capture_output=True, text=True, env=env, timeout=60)
     r = run()
     assert r.returncode == 0 and "CAPTURING" in r.stdout and "MUTED" in r.stdout
     r = run("--verify")
@@ -204,8 +206,9 @@ def test_cli_ledger_timeline_and_verify(tmp_path):
 
 
 def test_cli_ledger_bad_files_give_one_line(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tallylight", "ledger", *a],
-                                    capture_output=True, text=True, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "tallylight", "ledger", *a],
+                                        capture_output=True, text=True, timeout=60)
     folder = tmp_path / "folder.jsonl"
     folder.mkdir()
     for args in (["--file", str(folder)], ["--verify", "--file", str(folder)]):

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -70,7 +70,7 @@ def known_ledger(path: Path) -> Path:
     return path
 
 
-NOW = datetime(2026, 12, 1, 22, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import speech
 from tallylight import config as C
 from tallylight.listen import listen_file
+
+import speech
 
 
 def run_listen(*args, cfg=None):
@@ -96,10 +97,7 @@ def _raw_engine_detects(path: Path) -> bool:
 
     mww, feats = MicroWakeWord.from_builtin(Model.OKAY_NABU), MicroWakeWordFeatures()
     try:
-        for f in feats.process_streaming(speech.pcm(path)):
-            if mww.process_streaming(f):
-                return True
-        return False
+        return any(mww.process_streaming(f) for f in feats.process_streaming(speech.pcm(path)))
     finally:
         mww.close()
 

@@ -268,7 +268,7 @@ EXPECTED_PROFILES = {"respeaker-2mic", "respeaker-4mic", "respeaker-6mic", "usb-
 
 def test_profiles_are_there(repo):
     assert set(profiles.profile_names([repo / "config" / "profiles"])) == EXPECTED_PROFILES
-    assert profiles.CHECKOUT_PROFILES == repo / "config" / "profiles"
+    assert repo / "config" / "profiles" == profiles.CHECKOUT_PROFILES
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import speech
 from tallylight import config as C
 from tallylight import ledger as L
 from tallylight.daemon import Daemon
@@ -28,6 +28,8 @@ from tallylight.errors import AudioDeviceError
 from tallylight.gate import State
 from tallylight.notify import Notifier
 from tallylight.pcm import block_bytes
+
+import speech
 
 MUTE_PIN, LED_PIN = 17, 27
 BLOCK_MS = 20
@@ -684,9 +686,10 @@ def test_check_says_a_voice_mute_holds(tmp_path):
 def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
     """The gate's wipe of a cut-off capture raising must not leave a muted state whose light and
     ledger never followed: the gate fails closed and says why."""
+    import io
+
     from tallylight.gate import PrivacyGate
     from tallylight.hardware.indicator import TerminalIndicator
-    import io
 
     gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
     gate.switch_changed(muted=False)

@@ -14,6 +14,8 @@ import wave
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from test_indicator import FailingPin
+from test_reply import out  # noqa: F401  (ALSA file-plugin output devices)
 
 from tallylight import responder as R
 from tallylight.actions import ActionRunner
@@ -27,8 +29,6 @@ from tallylight.pcm import BYTES_PER_SECOND
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.timers import Timers
-from test_indicator import FailingPin
-from test_reply import out  # noqa: F401  (ALSA file-plugin output devices)
 
 BLOCK = BYTES_PER_SECOND * 20 // 1000  # 20 ms
 

@@ -7,10 +7,11 @@ import wave
 import numpy as np
 import pytest
 
-import speech
 from tallylight.errors import EngineError
 from tallylight.speech.recognizer import Hypothesis
 from tallylight.speech.sphinx import SEARCH_LEAD_S, SphinxRecognizer, jsgf_words, prune_alternates
+
+import speech
 
 COMMANDS_JSGF = """#JSGF V1.0;
 grammar commands;

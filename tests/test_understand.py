@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tallylight.events import IntentMatched, Transcript
 from tallylight.speech.commands import default_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.recognizer import Hypothesis
-from tallylight.events import IntentMatched, Transcript
 from tallylight.speech.understand import PairedUnderstander, Understander, vosk_decides, weigh
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import speech
-import wake_corpus
 from tallylight.config import CaptureConfig
 from tallylight.errors import ConfigError, EngineError
 from tallylight.vad import Endpointer, SileroVoiceDetector, WebRtcVoiceDetector, make_voice_detector
+
+import speech
+import wake_corpus
 
 ENGINES = ("webrtcvad", "silero")
 BLOCK = 640  # 20 ms

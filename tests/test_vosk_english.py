@@ -14,11 +14,12 @@ import os
 
 import pytest
 
-import vosk_english
 from tallylight.config import load
 from tallylight.listen import listen_file
 from tallylight.speech.understand import make_understander
 from tallylight.speech.vosk_engine import VoskRecognizer, load_model
+
+import vosk_english
 
 # Each right in the conditions below. Without the wake phrase in vosk's grammar every one of them
 # failed: the pre-roll's "okay nabu" came out as command words ("up eight off cancel the timer").

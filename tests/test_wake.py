@@ -10,8 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-import speech
-import wake_corpus as wc
 from tallylight.config import WakeConfig
 from tallylight.errors import ConfigError, EngineError, TallylightError
 from tallylight.wake import (
@@ -27,12 +25,16 @@ from tallylight.wake import (
     openwakeword_threshold,
 )
 
+import speech
+import wake_corpus as wc
+
 BLOCK = 640  # 20 ms
 
 # Voices the default model hears reliably on generated speech (scripts/measure-wake has the whole
 # picture, including the voices it misses).
 POSITIVES = [("en-us", 160, 0.0), ("en-gb", 130, 0.0), ("en-gb-x-rp", 160, 0.05), ("en+m3", 190, 0.0), ("en-us+m7", 160, 0.05)]
-NEGATIVES = ["what time is it", "turn on the kitchen light", "hey jarvis", "a canoe", "okay google", "the cat is sleeping on the sofa again"]
+NEGATIVES = ["what time is it", "turn on the kitchen light", "hey jarvis", "a canoe", "okay google",
+             "the cat is sleeping on the sofa again"]
 
 
 def feed(det, audio: bytes, size: int = BLOCK) -> list[tuple[float, WakeDetection]]:
@@ -281,7 +283,8 @@ def test_garbage_model_files_are_errors_not_crashes(tmp_path):
 from tallylight.config import WakeConfig
 from tallylight.errors import TallylightError
 from tallylight.wake import make_wake_detector
-for engine, model in (("openwakeword", {str(bad)!r}), ("microwakeword", {str(cfg_json)!r}), ("microwakeword", {str(broken_json)!r}), ("microwakeword", {str(bad)!r})):
+for engine, model in (("openwakeword", {str(bad)!r}), ("microwakeword", {str(cfg_json)!r}),
+                      ("microwakeword", {str(broken_json)!r}), ("microwakeword", {str(bad)!r})):
     try:
         make_wake_detector(WakeConfig(engine=engine, model=model))
         print("LOADED", engine)

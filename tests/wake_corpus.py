@@ -17,8 +17,12 @@ import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import speech
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The human phrase each builtin model wakes on (microWakeWord and openWakeWord share these names).
 PHRASES: dict[str, str] = {
@@ -171,7 +175,7 @@ def shared_speech_dir() -> Path | None:
 
 
 # ------------------------------------------------------------------------------ VAD utterances
-def _trimmed(text: str, voice: str, speed: int) -> "np.ndarray":
+def _trimmed(text: str, voice: str, speed: int) -> np.ndarray:
     """espeak-ng speech with its own leading/trailing silence cut (it adds ~0.4 s after each phrase)."""
     import numpy as np
 
@@ -180,7 +184,7 @@ def _trimmed(text: str, voice: str, speed: int) -> "np.ndarray":
     return x[max(0, loud[0] - 160) : loud[-1] + 1] if len(loud) else x[:0]
 
 
-def pink_noise(n: int, level: float, seed: int = 0) -> "np.ndarray":
+def pink_noise(n: int, level: float, seed: int = 0) -> np.ndarray:
     """n samples of pink (1/f) noise (float, int16 range) as loud as sox's `synth pinknoise vol
     <level>` that tests/speech.py mixes in: RMS about 0.112 x level of full scale."""
     import numpy as np

@@ -29,8 +29,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tallylight.errors import HardwareError, TallylightError
 from tallylight.reply import render

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from tallylight.config import Config
 from tallylight.errors import TallylightError

@@ -16,7 +16,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tallylight import __version__
 from tallylight.config import Config

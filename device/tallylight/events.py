@@ -6,8 +6,9 @@ object that `tallylight listen --json` prints, with `"event"` naming the kind.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import html
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from tallylight import ledger as L
 

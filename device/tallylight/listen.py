@@ -11,8 +11,9 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import TextIO
 
 from tallylight.config import Config, IndicatorConfig
 from tallylight.errors import AudioFileError, TallylightError

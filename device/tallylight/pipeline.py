@@ -8,7 +8,8 @@ daemon feeds it the microphone, through exactly the same code.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from tallylight.capture import CaptureBuffer, PrerollRing
 from tallylight.config import CaptureConfig

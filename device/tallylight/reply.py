@@ -18,6 +18,7 @@ queue is empty; the pair is called even when playback fails or is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
@@ -25,7 +26,8 @@ import re
 import subprocess
 import threading
 import wave
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -302,10 +304,8 @@ class Speaker:
     @staticmethod
     def _kill(proc: subprocess.Popen | None) -> None:
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            except ProcessLookupError:
-                pass
 
     def _synth(self, text: str, item: _Item) -> tuple[bytes, int] | None:
         """Text -> (s16le mono PCM, rate) with espeak-ng. The text goes in on stdin, never as an

@@ -9,11 +9,11 @@ and a 5-minute timer must not fire at once or an hour late because of that.
 from __future__ import annotations
 
 import itertools
-import threading
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,10 @@ import logging
 import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -485,14 +486,15 @@ class OpenWakeWordDetector(WakeDetector):
             if path.suffix != ".tflite":
                 raise ConfigError(f"wake.model: openWakeWord models are .tflite files, not {path.name}")
             # Model files are usually named like hey_tally_v0.1.tflite: keep the words.
-            phrase = " ".join(p for p in path.stem.replace("-", "_").split("_") if p and not p[:2].lower() == "v0")
+            phrase = " ".join(p for p in path.stem.replace("-", "_").split("_") if p and p[:2].lower() != "v0")
         else:
             raise _unknown_model("openWakeWord", model, list(OPENWAKEWORD_MODELS), ".tflite")
         lib = files.tflite_lib
         _check_tflite(path, lib)
         try:
             self._oww = OpenWakeWord.from_model(path, libtensorflowlite_c_path=lib)
-            dims = [self._oww.lib.TfLiteTensorDim(self._oww.input_tensor, i) for i in range(self._oww.lib.TfLiteTensorNumDims(self._oww.input_tensor))]
+            tflite, tensor = self._oww.lib, self._oww.input_tensor
+            dims = [tflite.TfLiteTensorDim(tensor, i) for i in range(tflite.TfLiteTensorNumDims(tensor))]
             if len(dims) != 3 or dims[2] != 96:
                 self._oww.close()
                 raise EngineError(f"wake.model: {path} is not an openWakeWord model (input shape {dims}, expected [1, N, 96])")
@@ -560,15 +562,19 @@ def _porcupine_error(e: Exception, key_file: str) -> EngineError:
 
     stack = " ".join(getattr(e, "message_stack", []) or [])
     if isinstance(e, pv.PorcupineActivationLimitError):
-        return EngineError("Porcupine: this AccessKey has reached its activation limit: free a device in the Picovoice Console or use wake.engine = \"microwakeword\"")
+        return EngineError("Porcupine: this AccessKey has reached its activation limit: free a device in the Picovoice Console "
+                           "or use wake.engine = \"microwakeword\"")
     if isinstance(e, pv.PorcupineActivationThrottledError):
         return EngineError("Porcupine: activation throttled by Picovoice: wait a while and restart, or use wake.engine = \"microwakeword\"")
     if isinstance(e, pv.PorcupineActivationRefusedError):
-        return EngineError(f"Porcupine: Picovoice refused this AccessKey (in {key_file}): check the key in the Picovoice Console. {_PORCUPINE_NO_FREE_TIER}")
+        return EngineError(f"Porcupine: Picovoice refused this AccessKey (in {key_file}): check the key in the Picovoice Console. "
+                           f"{_PORCUPINE_NO_FREE_TIER}")
     if isinstance(e, pv.PorcupineActivationError):
-        return EngineError("Porcupine: AccessKey activation failed (it needs the internet once): connect the Pi, or use wake.engine = \"microwakeword\"")
+        return EngineError("Porcupine: AccessKey activation failed (it needs the internet once): connect the Pi, "
+                           "or use wake.engine = \"microwakeword\"")
     if isinstance(e, pv.PorcupineInvalidArgumentError) and "AccessKey" in stack:
-        return EngineError(f"Porcupine: the AccessKey in {key_file} is not valid (Failed to parse AccessKey): copy it again from the Picovoice Console")
+        return EngineError(f"Porcupine: the AccessKey in {key_file} is not valid (Failed to parse AccessKey): "
+                           "copy it again from the Picovoice Console")
     if isinstance(e, pv.PorcupineKeyError):
         return EngineError(f"Porcupine: the AccessKey in {key_file} was rejected: copy it again from the Picovoice Console")
     detail = "; ".join(getattr(e, "message_stack", []) or []) or str(e).splitlines()[0]
@@ -588,7 +594,8 @@ class PorcupineDetector(WakeDetector):
         try:
             import pvporcupine
         except (ImportError, OSError, NotImplementedError, RuntimeError, ValueError) as e:
-            raise EngineError(f"Porcupine is not available on this machine ({type(e).__name__}: {e}): pip install pvporcupine, or use wake.engine = \"microwakeword\"") from None
+            raise EngineError(f"Porcupine is not available on this machine ({type(e).__name__}: {e}): pip install pvporcupine, "
+                              "or use wake.engine = \"microwakeword\"") from None
         keywords = sorted(pvporcupine.KEYWORDS)
         if model in keywords:
             kwargs: dict[str, Any] = {"keywords": [model]}

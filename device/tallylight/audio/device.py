@@ -13,10 +13,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 from tallylight.audio.convert import BlockConverter, Reblocker
 from tallylight.config import AudioConfig
@@ -123,7 +124,7 @@ def list_input_devices(pa: Any) -> list[InputDevice]:
     for i in range(pa.get_device_count()):
         try:
             info = pa.get_device_info_by_index(i)
-        except (OSError, IOError) as e:  # a device vanished between count and lookup
+        except OSError as e:  # a device vanished between count and lookup
             log.debug("device %d: %s", i, e)
             continue
         if int(info.get("maxInputChannels", 0)) > 0:
@@ -145,7 +146,7 @@ def _device_list_text(devices: list[InputDevice]) -> str:
 def _default_input_index(pa: Any) -> int | None:
     try:
         return int(pa.get_default_input_device_info()["index"])
-    except (OSError, IOError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -356,7 +357,7 @@ class MicSource:
                 # Overflow (we fell behind) is not an error worth stopping for: the samples are gone
                 # either way, and raising would drop the block PyAudio did read.
                 raw = self._stream.read(self._in_frames, exception_on_overflow=False)
-            except (OSError, IOError) as e:
+            except OSError as e:
                 self._lost(_oserror_text(e))
             data = self._converter.process(raw)
             if len(data) == self._blocks.n and not self._blocks.pending:
@@ -407,7 +408,7 @@ class MicSource:
             for step in (stream.stop_stream, stream.close):
                 try:
                     step()
-                except (OSError, IOError) as e:  # the device may already be gone
+                except OSError as e:  # the device may already be gone
                     log.debug("closing the stream: %s", e)
         if self._converter is not None:
             self._converter.reset()

@@ -201,7 +201,7 @@ class WavFileSource:
                 f"channel(s) (0-{info.channels - 1}): set audio.channel or use channel_mode 'mean'"
             )
         self._converter = BlockConverter(info.rate, info.channels, self.channel_mode, self.channel)
-        self._file = open(self.path, "rb")
+        self._file = open(self.path, "rb")  # noqa: SIM115 (read block by block until close())
         self._file.seek(info.data_offset)
         self.info = info
         self._frames_left = info.frames

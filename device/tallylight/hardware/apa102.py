@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from tallylight.errors import HardwareError
 
@@ -71,7 +72,8 @@ def open_spidev(bus: int, device: int, speed_hz: int, dev: Path = Path("/dev")) 
     try:
         import spidev
     except ImportError:
-        raise HardwareError("the spidev library is not installed: run scripts/run again, or `pip install spidev` in tallylight's .venv") from None
+        raise HardwareError("the spidev library is not installed: run scripts/run again, "
+                            "or `pip install spidev` in tallylight's .venv") from None
     spi = spidev.SpiDev()
     try:
         spi.open(bus, device)

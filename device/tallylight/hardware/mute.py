@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from tallylight.config import MuteConfig
 from tallylight.errors import SwitchError

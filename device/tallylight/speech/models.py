@@ -23,9 +23,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from tallylight.errors import EngineError
 
@@ -119,7 +120,7 @@ def _fetch(url: str, partial: Path, expected_size: int | None, progress: TextIO 
         got = 0
         bar.update(have)
         try:
-            out = open(partial, "ab" if have else "wb")
+            out = open(partial, "ab" if have else "wb")  # noqa: SIM115 (closed in the finally below)
         except OSError as e:
             raise ModelError(f"cannot write {partial}: {e.strerror} (choose another folder with --dest)") from None
         with out:
@@ -172,10 +173,7 @@ def _unpack(archive: Path, dest_dir: Path, name: str) -> None:
         inner = tmp / name
         if not inner.is_dir():
             entries = [p for p in tmp.iterdir()]
-            if len(entries) == 1 and entries[0].is_dir():
-                inner = entries[0]
-            else:
-                inner = tmp
+            inner = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
         if not (inner / "am").is_dir() and not (inner / "conf").is_dir():
             raise ModelError(f"{archive.name} does not hold a vosk model (no am/ or conf/ folder)")
         if inner == tmp:
