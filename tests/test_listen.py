@@ -162,7 +162,7 @@ def test_json_gives_the_best_wake_score_of_each_file_even_when_nothing_woke(synt
     assert scores[str(woke)]["best"] > scores[str(woke)]["threshold"]
     assert not any(e["event"] == "wake" and e["file"] == str(silence) for e in events)
     assert scores[str(silence)]["best"] < 0.05
-    assert 0 < scores[str(near)]["best"] and scores[str(near)]["threshold"] == scores[str(woke)]["threshold"]
+    assert scores[str(near)]["best"] > 0 and scores[str(near)]["threshold"] == scores[str(woke)]["threshold"]
 
 
 def test_check_says_which_front_end_features_are_on(tmp_path):
