@@ -146,3 +146,31 @@ def test_a_whole_command_ends_early_and_a_continuable_one_waits(synth, repo):
     finally:
         consumer.close()
     assert ends == {"okay nabu, lights off": ["early"], "okay nabu, stop": ["end"]}
+
+
+def test_json_gives_the_best_wake_score_of_each_file_even_when_nothing_woke(synth, wake_only_cfg):
+    woke = synth("okay nabu", lead_s=0.5, tail_s=1.0)
+    near = synth("okay, no bread", lead_s=0.5, tail_s=1.0)
+    silence = speech.silence(1.0)
+    r = run_listen(woke, near, silence, "--json", cfg=wake_only_cfg)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    scores = {e["file"]: e for e in events if e["event"] == "wake_score"}
+    assert list(scores) == [str(woke), str(near), str(silence)]  # one per file, whether it woke or not
+    assert scores[str(woke)]["best"] > scores[str(woke)]["threshold"]
+    assert not any(e["event"] == "wake" and e["file"] == str(silence) for e in events)
+    assert scores[str(silence)]["best"] < 0.05
+    assert scores[str(near)]["best"] > 0 and scores[str(near)]["threshold"] == scores[str(woke)]["threshold"]
+
+
+def test_check_says_which_front_end_features_are_on(tmp_path):
+    p = tmp_path / "t.toml"
+    for text, want in (("", "before it: noise suppression 2, lowered view x0.82"),
+                       ("[frontend]\nnoise_suppression = 0\nhigh_pass_hz = 90\n[wake]\nlowered_view = 0\n",
+                        "before it: high-pass 90 Hz"),
+                       ("[frontend]\nnoise_suppression = 0\n[wake]\nlowered_view = 0\n", "no front end, no lowered view")):
+        p.write_text(text + "\n[gpio]\npin_factory = \"mock\"\n")
+        r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(p)],
+                           capture_output=True, text=True, timeout=120)
+        line = next(x for x in r.stdout.splitlines() if "wake word" in x)
+        assert line.startswith("  ok") and line.endswith(want), line

@@ -98,9 +98,11 @@ def _check_gpio(cfg: Config) -> str:
 def _check_wake(cfg: Config) -> str:
     from tallylight.wake import make_wake_detector
 
-    det = make_wake_detector(cfg.wake)
+    det = make_wake_detector(cfg.wake, cfg.frontend)
     try:
-        return f"{cfg.wake.engine} '{det.word}' loaded (threshold {det.threshold:.2f})"
+        parts = det.describe()
+        front = f"; before it: {', '.join(parts)}" if parts else "; no front end, no lowered view"
+        return f"{cfg.wake.engine} '{det.word}' loaded (threshold {det.threshold:.2f}){front}"
     finally:
         det.close()
 

@@ -50,6 +50,11 @@ def _block_ms(value: Any) -> str | None:
     return "10 to 20 (a mute waits for the block in hand: longer blocks break the 20 ms promise)"
 
 
+def _lowered_view(value: Any) -> str | None:
+    # Below 0.5 the words are stretched past what the model tolerates; at 1 it is the plain view again.
+    return None if value == 0 or 0.5 <= value <= 0.95 else "0 (off) or a speed factor from 0.5 to 0.95"
+
+
 def _key(default: Any, check: Callable[[Any], str | None] | None = None, types: tuple = ()) -> Any:
     """A config key: its default, an optional value check, and the accepted TOML types."""
     return field(default=default, metadata={"check": check, "types": types or (type(default),)})
@@ -77,6 +82,15 @@ class WakeConfig:
     sensitivity: float = _key(0.5, _range(0.0, 1.0), (float, int))
     refractory_s: float = _key(2.0, _range(0.0, 30.0), (float, int))
     porcupine_access_key_file: str = _key("")
+    # microWakeWord only: a second run of the model on the same audio played slower (wake.py).
+    lowered_view: float = _key(0.82, _lowered_view, (float, int))
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    high_pass_hz: float = _key(0.0, _range(0.0, 300.0), (float, int))
+    noise_suppression: int = _key(2, _range(0, 4))
+    auto_gain_dbfs: int = _key(0, _range(0, 31))
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,7 @@ _SECTIONS: dict[str, type] = {
     "hardware": HardwareConfig,
     "audio": AudioConfig,
     "wake": WakeConfig,
+    "frontend": FrontendConfig,
     "capture": CaptureConfig,
     "mute": MuteConfig,
     "indicator": IndicatorConfig,
@@ -179,6 +194,7 @@ class Config:
     hardware: HardwareConfig = HardwareConfig()
     audio: AudioConfig = AudioConfig()
     wake: WakeConfig = WakeConfig()
+    frontend: FrontendConfig = FrontendConfig()
     capture: CaptureConfig = CaptureConfig()
     mute: MuteConfig = MuteConfig()
     indicator: IndicatorConfig = IndicatorConfig()

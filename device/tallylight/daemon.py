@@ -45,7 +45,7 @@ def build_pipeline(cfg: Config, gate: PrivacyGate, consumer=None):
     from tallylight.vad import Endpointer, make_voice_detector
     from tallylight.wake import make_wake_detector
 
-    wake = make_wake_detector(cfg.wake)
+    wake = make_wake_detector(cfg.wake, cfg.frontend)
     endpointer = Endpointer(make_voice_detector(cfg.capture), cfg.capture.end_silence_s, cfg.capture.no_speech_s,
                             cfg.capture.max_s, cfg.audio.block_ms)
     recorder = DebugRecorder(cfg.debug.record_dir) if cfg.debug.record_dir else None

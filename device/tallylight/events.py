@@ -72,3 +72,13 @@ class IntentMatched(Event):
 class NoMatch(Event):
     kind: ClassVar[str] = "no_match"
     text: str = ""
+
+
+@dataclass(frozen=True)
+class WakeScore(Event):
+    """`tallylight listen`, at the end of each file: the best wake score heard in it (either view),
+    whether or not it woke, beside the threshold a detection must exceed: how near a miss came."""
+
+    kind: ClassVar[str] = "wake_score"
+    best: float
+    threshold: float

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from tallylight.config import Config, IndicatorConfig
 from tallylight.errors import AudioFileError, TallylightError
-from tallylight.events import Event
+from tallylight.events import Event, WakeScore
 from tallylight.gate import PrivacyGate
 from tallylight.ledger import Ledger
 
@@ -36,12 +36,16 @@ def listen_file(cfg: Config, path: Path, consumer=None) -> list[Event]:
     gate = PrivacyGate(TerminalIndicator(IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory())
     pipeline = build_pipeline(cfg, gate, consumer)
     events: list[Event] = []
+    wake = pipeline.wake
+    best = 0.0  # read after every block: the pipeline resets the detector (and its peak) after a capture
     try:
         gate.switch_changed(muted=False)
         events += pipeline.drain()
         while block := source.read():
             events += pipeline.process(block)
+            best = max(best, wake.peak_score)
         events += pipeline.end_of_stream()
+        events.append(WakeScore(pipeline.t, round(best, 3), round(wake.threshold, 3)))
     finally:
         source.close()
         pipeline.forget()

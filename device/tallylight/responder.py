@@ -33,6 +33,13 @@ ALARM_GAP_S = 2.0
 # thread as soon as they are heard. Not timer_cancel: it must not overtake a "set a timer" still
 # queued behind a slow program; while an alarm rings it is handled at once, in handle.
 
+# The wake chime waits this much audio after the detection, and plays only if the capture has heard
+# no speech by then. The detector fires 0.25-0.6 s after "okay nabu" ends, so someone saying the
+# command in the same breath is already speaking: a chime then plays over the command and, with the
+# speaker beside the mic, reaches the recognizer (3 of 7 one-breath commands failed that way). Someone
+# who paused after the wake word still gets "I'm listening" (and the capture light says so at once).
+WAKE_CHIME_WAIT_S = 0.3
+
 
 class Responder:
     def __init__(self, cfg: Config, pipeline, *, voice_mute: Callable[[], None], pin_factory: Any = None,
@@ -48,6 +55,7 @@ class Responder:
         self._ringing = False  # from a timer's end until its last ring has played, or it is stopped
         self._ring_now = False
         self._quiet_since: float | None = None  # when the speaker last went quiet during an alarm
+        self._chime_due: float | None = None  # audio time (pipeline.t) when a pending wake chime may play
         self._closed = False
 
     def _suppress_wake(self) -> None:
@@ -64,7 +72,7 @@ class Responder:
             # "I'm listening" only when it is true: the gate may have refused the capture (a light
             # that cannot be confirmed on, P5), and then nothing is being listened to.
             if self._pipeline.gate.capturing:
-                self.speaker.sound("wake")
+                self._chime_due = self._pipeline.t + WAKE_CHIME_WAIT_S
         elif isinstance(event, NoMatch):
             self.speaker.sound("no_match")
         elif isinstance(event, IntentMatched) and event.match is not None:
@@ -80,7 +88,9 @@ class Responder:
                 self._pending.append(self._pool.submit(self.runner.perform, event.match))
 
     def poll(self) -> None:
-        """Audio thread: apply finished actions, ring due timers."""
+        """Audio thread: apply finished actions, ring due timers, play a wake chime that is due."""
+        if self._chime_due is not None:
+            self._wake_chime()
         if self._pending:
             done = [f for f in self._pending if f.done()]
             self._pending = [f for f in self._pending if not f.done()]
@@ -106,6 +116,14 @@ class Responder:
             self._quiet_since = now
         elif now - self._quiet_since >= ALARM_GAP_S:
             self._ring()
+
+    def _wake_chime(self) -> None:
+        if not self._pipeline.gate.capturing or self._pipeline.endpointer.speech_started:
+            self._chime_due = None  # the capture is over, or the command is being spoken: no chime over it
+            _LOG.debug("no wake chime: the command came at once")
+        elif self._pipeline.t >= self._chime_due:
+            self._chime_due = None
+            self.speaker.sound("wake")
 
     def _ring(self) -> None:
         self._alarm_left -= 1
