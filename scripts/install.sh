@@ -2,6 +2,7 @@
 # Install tallylight as a service on Raspberry Pi OS (Bookworm/Trixie, 64-bit) or Debian.
 #
 #   sudo scripts/install.sh [--profile NAME] [--no-vosk]      install or upgrade (idempotent)
+#   sudo scripts/install.sh --home-assistant ...              also the uplink to Home Assistant (its own unit)
 #   sudo scripts/install.sh --dry-run ...                     print every step, change nothing
 #   sudo scripts/install.sh --uninstall [--keep-data|--purge] remove (asks which when neither is given)
 #   scripts/install.sh --root DIR ...                         install into DIR as a root prefix (tests)
@@ -12,6 +13,10 @@
 # /var/lib/tallylight/models; /etc/systemd/system/tallylight.service, enabled and started. The ledger
 # in /var/lib/tallylight (and its witness in /var/lib/tallylight-witness) is never touched except by
 # --uninstall --purge.
+# --home-assistant adds the uplink (README "Home Assistant"): a second system user `tallylight-uplink`
+# (group tallylight only: no audio, gpio or spi), the venv's uplink extra, its Noise key in
+# /var/lib/tallylight-uplink/api.key (0600, that user's), and tallylight-uplink.service, enabled; it
+# prints what to enter in Home Assistant. Without it nothing of the uplink is installed.
 # Each step prints one line: what it did, "nothing to do", or (with --dry-run) what it would do.
 set -euo pipefail
 
@@ -19,8 +24,8 @@ CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1 ca-certificates)
 # APA102 LED rings on SPI need the spidev module; the profile decides (indicator.kind = "apa102").
 
-ROOT="" PROFILE="" VOSK=1 DRY=0 UNINSTALL=0 KEEP="" YES=0
-usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+ROOT="" PROFILE="" VOSK=1 DRY=0 UNINSTALL=0 KEEP="" YES=0 HA=0
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) ROOT=$(realpath -m "${2:?--root needs a folder}"); shift ;;
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=${2:?--profile needs a name}; shift ;;
     --profile=*) PROFILE=${1#--profile=} ;;
     --no-vosk) VOSK=0 ;;
+    --home-assistant) HA=1 ;;
     --dry-run) DRY=1 ;;
     --uninstall) UNINSTALL=1 ;;
     --keep-data) KEEP=keep ;;
@@ -44,6 +50,9 @@ STATE=/var/lib/tallylight
 UNIT_DIR=/etc/systemd/system
 UNIT=$UNIT_DIR/tallylight.service
 DROPIN=$UNIT_DIR/tallylight.service.d/50-spi.conf
+UPLINK_UNIT=$UNIT_DIR/tallylight-uplink.service
+UPLINK_STATE=/var/lib/tallylight-uplink
+UPLINK_KEY=$UPLINK_STATE/api.key
 R() { printf '%s%s' "$ROOT" "$1"; }  # a system path inside the target root
 
 say() { printf 'tallylight install: %-14s %s\n' "$1:" "$2"; }
@@ -84,15 +93,25 @@ if [ "$UNINSTALL" = 1 ]; then
     do_or_say unit "remove $UNIT" rm -rf "$(R $UNIT)" "$(R $UNIT_DIR/tallylight.service.d)"
     if systemd_running; then do_or_say reload "systemctl daemon-reload" systemctl daemon-reload; fi
   else say unit "nothing to do (no unit file)"; fi
+  if [ -e "$(R $UPLINK_UNIT)" ]; then
+    if systemd_running && systemctl is-active -q tallylight-uplink 2>/dev/null; then
+      do_or_say uplink "stop tallylight-uplink.service" systemctl stop tallylight-uplink
+    fi
+    do_or_say uplink "disable and remove $UPLINK_UNIT" sh -c 'rm -f "$1" "$2"' _ \
+      "$(R $UNIT_DIR/multi-user.target.wants/tallylight-uplink.service)" "$(R $UPLINK_UNIT)"
+  fi
   if [ -d "$(R /opt/tallylight)" ]; then do_or_say venv "remove /opt/tallylight" rm -rf "$(R /opt/tallylight)"
   else say venv "nothing to do (no /opt/tallylight)"; fi
   if [ "$KEEP" = purge ]; then
-    for d in $ETC $STATE $STATE-witness; do
+    for d in $ETC $STATE $STATE-witness $UPLINK_STATE; do
       if [ -e "$(R $d)" ]; then do_or_say data "delete $d" rm -rf "$(R $d)"; else say data "nothing to do (no $d)"; fi
     done
     if grep -q '^tallylight:' "$(R /etc/passwd)" 2>/dev/null; then
       do_or_say user "delete user tallylight" userdel ${ROOT:+--root "$ROOT"} tallylight
     else say user "nothing to do (no user tallylight)"; fi
+    if grep -q '^tallylight-uplink:' "$(R /etc/passwd)" 2>/dev/null; then
+      do_or_say user "delete user tallylight-uplink" userdel ${ROOT:+--root "$ROOT"} tallylight-uplink
+    fi
   else
     say data "kept $ETC, $STATE and $STATE-witness (your config, ledger and its witness) and the user tallylight"
   fi
@@ -135,10 +154,24 @@ else
       --shell /usr/sbin/nologin --groups audio,gpio,spi --comment "tallylight speaker" tallylight
 fi
 
+# 2b. The uplink's own user (--home-assistant): the daemon accepts only its uid on its socket. Group
+#     tallylight only, to reach /run/tallylight; never audio, gpio or spi (P6).
+if [ "$HA" = 1 ]; then
+  if grep -q '^tallylight-uplink:' "$(R /etc/passwd)" 2>/dev/null; then say "uplink user" "nothing to do"
+  else
+    do_or_say "uplink user" "create system user tallylight-uplink (group tallylight only)" \
+      useradd ${ROOT:+--root "$ROOT"} --system --user-group --no-create-home --home-dir $UPLINK_STATE \
+        --shell /usr/sbin/nologin --groups tallylight --comment "tallylight uplink to Home Assistant" tallylight-uplink
+  fi
+fi
+
 # 3. The venv, with this checkout installed (not editable: the checkout can be deleted afterwards).
 #    The stamp is a hash of everything pip would install, so an unchanged checkout is "nothing to do".
 src_hash=$(cd "$CHECKOUT" && find pyproject.toml device/tallylight -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
              -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+EXTRAS=""
+# The uplink's libraries (aioesphomeapi, aiohttp, zeroconf, hassil ...) only when the owner asks for them.
+if [ "$HA" = 1 ] || [ -e "$(R $UPLINK_UNIT)" ]; then EXTRAS="[uplink]"; src_hash="$src_hash+uplink"; fi
 stamp=$(R $VENV/.tallylight-source)
 if [ -x "$(R $VENV/bin/python)" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$src_hash" ]; then
   say venv "nothing to do ($VENV is up to date)"
@@ -152,7 +185,7 @@ else
     [ -f "$CHECKOUT/README.md" ] && cp "$CHECKOUT/README.md" "$tmp/" || touch "$tmp/README.md"
     rm -rf "$tmp/device/tallylight.egg-info"
     # pip's chatter goes to a log, shown only when it fails.
-    if ! "$(R $VENV/bin/python)" -m pip install -q "$tmp" >"$tmp.log" 2>&1; then
+    if ! "$(R $VENV/bin/python)" -m pip install -q "$tmp$EXTRAS" >"$tmp.log" 2>&1; then
       tail -n 30 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; return 1
     fi
     rm -rf "$tmp" "$tmp.log"
@@ -284,4 +317,38 @@ elif [ -n "${UNIT_CHANGED:-}${DROPIN_CHANGED:-}${VENV_CHANGED:-}" ]; then
   do_or_say start "restart tallylight.service (new version)" systemctl restart tallylight
 else
   say start "nothing to do (running)"
+fi
+
+# 8. The uplink to Home Assistant (--home-assistant): its key, its unit, and what to tell Home Assistant.
+if [ "$HA" = 1 ]; then
+  uid=$(awk -F: '$1=="tallylight-uplink"{print $3}' "$(R /etc/passwd)" 2>/dev/null)
+  make_key() {
+    install -d -m 0700 "$(R $UPLINK_STATE)" &&
+    "$(R $VENV/bin/tallylight)" uplink --new-key --key-file "$(R $UPLINK_KEY)" --config "$CHECKOUT/config/tallylight.toml" \
+      >/dev/null &&
+    chown -R "$uid:$uid" "$(R $UPLINK_STATE)"
+  }
+  if [ -s "$(R $UPLINK_KEY)" ]; then say "uplink key" "nothing to do (kept $UPLINK_KEY)"
+  else do_or_say "uplink key" "generate the API encryption key in $UPLINK_KEY (readable by tallylight-uplink only)" make_key; fi
+  if cmp -s "$CHECKOUT/systemd/tallylight-uplink.service" "$(R $UPLINK_UNIT)"; then say "uplink unit" "nothing to do"
+  else
+    do_or_say "uplink unit" "install $UPLINK_UNIT" install -D -m 0644 "$CHECKOUT/systemd/tallylight-uplink.service" "$(R $UPLINK_UNIT)"
+    UPLINK_CHANGED=1
+    if systemd_running; then do_or_say reload "systemctl daemon-reload" systemctl daemon-reload; fi
+  fi
+  if [ -L "$(R $UNIT_DIR/multi-user.target.wants/tallylight-uplink.service)" ]; then say "uplink enable" "nothing to do"
+  else do_or_say "uplink enable" "enable tallylight-uplink.service (starts at boot)" sysctl_ enable -q tallylight-uplink; fi
+  if ! systemd_running; then say "uplink start" "skipped (systemd is not running here; it starts at the next boot)"
+  elif ! systemctl is-active -q tallylight-uplink; then do_or_say "uplink start" "start tallylight-uplink.service" systemctl start tallylight-uplink
+  elif [ -n "${UPLINK_CHANGED:-}${VENV_CHANGED:-}" ]; then
+    do_or_say "uplink start" "restart tallylight-uplink.service (new version)" systemctl restart tallylight-uplink
+  else say "uplink start" "nothing to do (running)"; fi
+  if [ "$DRY" = 0 ] && [ -z "${UPLINK_CHANGED:-}" ]; then
+    say "home assistant" "nothing to do (the key is in $UPLINK_KEY: sudo cat it to add the speaker again)"
+  elif [ "$DRY" = 0 ]; then
+    host=$(hostname -I 2>/dev/null | awk '{print $1}'); host=${host:-this speaker\'s address}
+    say "home assistant" "Settings > Devices & services > Add integration > ESPHome: host $host, port 6053"
+    say "home assistant" "encryption key: $(cat "$(R $UPLINK_KEY)")"
+    say "home assistant" "for the conversation, set [home_assistant] url and token_file in $ETC/tallylight.toml"
+  fi
 fi

@@ -7,6 +7,7 @@ its dependencies into DIR/opt/tallylight/venv with pip, so the module takes a mi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -205,6 +206,43 @@ def test_profile_on_first_config_fills_in_the_profile_and_enables_spi(installed,
     # Back on a non-SPI light, the drop-in goes.
     s = steps(install(checkout, "--root", str(root), "--no-vosk").stdout)
     assert s["spi unit"].startswith("remove") and not dropin.exists()
+
+
+def test_home_assistant_adds_the_uplink_user_key_and_unit_and_says_what_to_enter(installed, checkout):
+    root, _ = installed
+    assert not (root / "etc/systemd/system/tallylight-uplink.service").exists()  # only when asked for
+    r = install(checkout, "--root", str(root), "--no-vosk", "--home-assistant")
+    s = steps(r.stdout)
+    assert s["uplink user"].startswith("create system user tallylight-uplink")
+    assert s["venv"] == "upgrade tallylight in /opt/tallylight/venv"  # now with the uplink extra
+    users = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}
+    uid = int(users["tallylight-uplink"][2])
+    assert users["tallylight-uplink"][6] == "/usr/sbin/nologin"
+    groups = {line.split(":")[0]: line.split(":")[3].split(",") for line in (root / "etc/group").read_text().splitlines()}
+    assert "tallylight-uplink" in groups["tallylight"]
+    assert not any("tallylight-uplink" in groups[g] for g in ("audio", "gpio", "spi"))
+    key = root / "var/lib/tallylight-uplink/api.key"
+    st = key.stat()
+    assert (st.st_mode & 0o777, st.st_uid) == (0o600, uid)
+    assert (key.parent.stat().st_mode & 0o777, key.parent.stat().st_uid) == (0o700, uid)
+    assert len(base64.b64decode(key.read_text().strip(), validate=True)) == 32
+    assert (root / "etc/systemd/system/tallylight-uplink.service").read_bytes() == \
+        (checkout / "systemd/tallylight-uplink.service").read_bytes()
+    assert (root / "etc/systemd/system/multi-user.target.wants/tallylight-uplink.service").is_symlink()
+    # What to enter in Home Assistant: the integration, the port and this key.
+    assert "Add integration > ESPHome" in r.stdout and "port 6053" in r.stdout
+    assert f"encryption key: {key.read_text().strip()}" in r.stdout
+    py = root / "opt/tallylight/venv/bin/python"
+    imp = subprocess.run([str(py), "-c", "import aioesphomeapi, aiohttp, hassil, home_assistant_intents"],
+                         capture_output=True, text=True, timeout=60)
+    assert imp.returncode == 0, imp.stderr
+    # Again: nothing changes, and the key is kept (Home Assistant holds it), not printed again.
+    before = snapshot(root)
+    again = install(checkout, "--root", str(root), "--no-vosk", "--home-assistant")
+    assert snapshot(root) == before
+    for step, result in steps(again.stdout).items():
+        assert result.startswith(("nothing to do", "skipped")), f"{step}: {result}"
+    assert key.read_text().strip() not in again.stdout
 
 
 def test_uninstall_needs_a_choice_without_a_terminal(installed, checkout):

@@ -85,7 +85,7 @@ while not got:
         print("closed"); sys.exit(0)
     got += reader.feed(data)
 print(repr(got[0]), flush=True)
-s.sendall(messages.encode(messages.ReplyText("u1", "The kitchen light is on"))
+s.sendall(messages.encode(messages.ReplyText("u1", "The kitchen light is on", False))
           + messages.encode(messages.TimerEvent("finished", "t1", "pasta", 600, 0, False)))
 print("eof" if s.recv(1) == b"" else "data")
 """
@@ -101,7 +101,7 @@ def test_a_peer_process_gets_the_hello_and_its_reply_and_timer_reach_the_daemon(
     poll_until(link, lambda _: link.connected)
     assert link.send(messages.Hello("tallylight 0.1.0", "kitchen", "text"))
     got = poll_until(link, lambda got: len(got) == 2)
-    assert got == [messages.ReplyText("u1", "The kitchen light is on"),
+    assert got == [messages.ReplyText("u1", "The kitchen light is on", False),
                    messages.TimerEvent("finished", "t1", "pasta", 600, 0, False)]
     link.close()
     out, _ = child.communicate(timeout=WAIT_S)
@@ -174,9 +174,9 @@ def test_bad_messages_are_dropped_with_a_reason_and_the_connection_is_kept(link,
     peer = connected_peer(link)
     unknown = framing.encode_frame(200, b"{}")
     wrong_way = messages.encode(messages.AudioChunk("u1", 0, b"\0\0"))  # the uplink may never send audio in
-    peer.sendall(unknown + wrong_way + messages.encode(messages.ReplyText("u1", "ok")))
+    peer.sendall(unknown + wrong_way + messages.encode(messages.ReplyText("u1", "ok", False)))
     got = poll_until(link, lambda got: got)
-    assert got == [messages.ReplyText("u1", "ok")]
+    assert got == [messages.ReplyText("u1", "ok", False)]
     assert link.rejected == 2 and link.connected
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == ["uplink socket: dropped a message: unknown message kind 200",
@@ -187,7 +187,7 @@ def test_half_a_frame_then_silence_costs_one_poll_nothing_and_the_connection_aft
     now = [100.0]
     with UplinkLink(tmp_path / "u.sock", os.getuid(), partial_timeout_s=5.0, clock=lambda: now[0]) as link:
         peer = connected_peer(link)
-        peer.sendall(messages.encode(messages.ReplyText("u1", "hello"))[:7])
+        peer.sendall(messages.encode(messages.ReplyText("u1", "hello", False))[:7])
         poll_until(link, lambda _: link._peer.reader.partial)
         now[0] += 4.9
         assert link.poll() == [] and link.connected
@@ -251,7 +251,7 @@ def test_only_the_uplinks_uid_is_served(open_dir, caplog, allowed, expect):
         else:
             poll_until(link, lambda _: link.connected)
             link.send(messages.State("muted"))
-            assert poll_until(link, lambda got: len(got) == 2)[0] == messages.ReplyText("u1", "The kitchen light is on")
+            assert poll_until(link, lambda got: len(got) == 2)[0] == messages.ReplyText("u1", "The kitchen light is on", False)
             link.close()
             assert child.communicate(timeout=WAIT_S)[0].splitlines() == ["State(state='muted')", "eof"]
             assert link.refused == 0

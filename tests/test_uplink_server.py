@@ -47,8 +47,8 @@ class RecordingSink:
     def pipeline_event(self, event):
         self._record("pipeline_event", event)
 
-    async def announce(self, text):
-        self._record("announce", text)
+    async def announce(self, text, media_id, peer_host):
+        self._record("announce", text, media_id, peer_host)
         return True
 
     def home_assistant_link(self, connected, encrypted):
@@ -157,7 +157,7 @@ def test_voice_assistant_subscription_timers_announcements_and_pipeline_events_r
         finished = await api.send_voice_assistant_announcement_await_response(
             "", WAIT_S, text="Dinner is ready", start_conversation=True)
         assert finished.success
-        assert sink.calls[-1] == ("announce", "Dinner is ready")
+        assert sink.calls[-1] == ("announce", "Dinner is ready", "", "127.0.0.1")
         assert "asked to start a conversation: refused" in caplog.text
 
         # Pipeline events for a run this device did not start are ignored ...

@@ -205,7 +205,18 @@ def cmd_uplink(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         return 0
     wake = ((cfg.wake.model, cfg.wake.model.replace("_", " ").title()),)
     return uplink.run(uplink.UplinkOptions(args.socket, args.host, args.port, None if args.plaintext else args.key_file,
-                                           args.name, not args.no_mdns, wake))
+                                           args.name, not args.no_mdns, wake, _home_assistant(cfg)))
+
+
+def _home_assistant(cfg: config_mod.Config):  # -> HomeAssistantOptions | None (its module needs aiohttp)
+    ha = cfg.home_assistant
+    if not ha.url:
+        return None
+    from tallylight.uplink import home_assistant
+
+    return home_assistant.HomeAssistantOptions(
+        home_assistant.check_url(ha.url), home_assistant.load_token(Path(ha.token_file)),
+        ha.device_id or None, ha.pipeline or None, ha.timeout_s)
 
 
 _VERBS = {"run": cmd_run, "listen": cmd_listen, "check": cmd_check, "ledger": cmd_ledger,

@@ -171,6 +171,25 @@ class ActionsConfig:
     volume_step: int = _key(10, _range(1, 50))
 
 
+def _names(value: Any) -> str | None:
+    # Names of the owner's Home Assistant entities and areas, for the local grammar (ha_grammar checks
+    # each one's words when it builds the grammar); here only their shape.
+    if len(value) > 500 or not all(isinstance(v, str) and 0 < len(v) <= 100 for v in value):
+        return "a list of at most 500 names of 1-100 characters, like [\"kitchen light\"]"
+    return None
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    url: str = _key("")
+    token_file: str = _key("/var/lib/tallylight-uplink/ha.token")
+    device_id: str = _key("")
+    pipeline: str = _key("")
+    timeout_s: float = _key(15.0, _range(1.0, 120.0), (float, int))
+    names: tuple = _key((), _names, (list,))
+    areas: tuple = _key((), _names, (list,))
+
+
 _SECTIONS: dict[str, type] = {
     "hardware": HardwareConfig,
     "audio": AudioConfig,
@@ -185,6 +204,7 @@ _SECTIONS: dict[str, type] = {
     "recognizer": RecognizerConfig,
     "reply": ReplyConfig,
     "actions": ActionsConfig,
+    "home_assistant": HomeAssistantConfig,
 }
 
 
@@ -204,6 +224,7 @@ class Config:
     recognizer: RecognizerConfig = RecognizerConfig()
     reply: ReplyConfig = ReplyConfig()
     actions: ActionsConfig = ActionsConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     # Voice commands, parsed by tallylight.speech.commands (kept raw here: that module owns the format).
     commands: Mapping[str, Any] = field(default_factory=dict)
     # Path keys given relative, as (key, as written, the full path used): logged and shown by `check`.
@@ -246,7 +267,7 @@ def _check_value(where: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     expected = check(value) if check else None
     if expected:
         raise ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
-    return value
+    return tuple(value) if isinstance(value, list) else value  # the sections are frozen: no lists in them
 
 
 def _build_section(where: str, name: str, cls: type, raw: Any) -> Any:
@@ -284,7 +305,7 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
 # hobbyist who keeps `state_dir = "state"` beside the file expects, never from wherever tallylight
 # happens to be started (systemd starts it in /).
 PATH_KEYS = (("daemon", "state_dir"), ("debug", "record_dir"), ("recognizer", "vosk_model"),
-             ("wake", "model"), ("wake", "porcupine_access_key_file"))
+             ("wake", "model"), ("wake", "porcupine_access_key_file"), ("home_assistant", "token_file"))
 # wake.model is a builtin name ("okay_nabu") unless it holds a "/" or ends like a model file (wake.py).
 _WAKE_MODEL_FILES = (".json", ".tflite", ".ppn")
 

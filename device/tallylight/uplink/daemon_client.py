@@ -5,9 +5,16 @@ it is connected) goes to the daemon as `messages` of the TO_DAEMON kinds, the on
 accepts; what the daemon says (its gate state) goes to Home Assistant as read-only sensor states.
 
 Never a queue that grows: when the daemon is not connected, or its socket is `max_buffer` bytes behind,
-a message is dropped and counted. Text utterances need the conversation path (issue 15, text mode),
-which is not built yet: each one is answered with a pipeline error "no_conversation_path", so the daemon
-can say so instead of waiting. Audio mode is not built yet either: audio frames are dropped and counted.
+a message is dropped and counted. Speech audio (a reply's or an announcement's) is the one stream: its
+ReplyAudio blocks wait for the socket to drain (`stream_timeout_s` each), so a long reply is neither
+dropped nor piled up; a daemon that stops reading ends that stream.
+
+Text mode: a TextUtterance goes to Home Assistant's conversation (`home_assistant`, when the config gives
+its URL and a token file), and the daemon gets, in order: PipelineEvent run_start and intent_end as they
+happen, ReplyText (with_audio saying whether ReplyAudio blocks follow), the blocks and ReplyAudioEnd,
+PipelineEvent tts_end, run_end. Any failure is one log line and one PipelineEvent "error" with its code.
+Without a Home Assistant configured, the answer is the error "no_conversation_path" at once, so the
+daemon can say so instead of waiting. Audio mode is not built yet: audio frames are dropped and counted.
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import itertools
 import logging
 from pathlib import Path
 
-from tallylight.uplink import messages
+import aiohttp
+
+from tallylight.uplink import messages, tts_audio
 from tallylight.uplink.framing import FrameError
-from tallylight.uplink.messages import MessageError, MessageReader
+from tallylight.uplink.home_assistant import ConversationError, HomeAssistantClient, Reply, fetch_audio
+from tallylight.uplink.messages import MessageError, MessageReader, PipelineEvent
 
 _LOG = logging.getLogger(__name__)
 
 
 class DaemonBridge:
     def __init__(self, path: Path, software: str, *, retry_s: float = 1.0, max_retry_s: float = 5.0,
-                 announce_timeout_s: float = 60.0, max_buffer: int = 256 * 1024) -> None:
+                 announce_timeout_s: float = 60.0, max_buffer: int = 256 * 1024,
+                 home_assistant: HomeAssistantClient | None = None, stream_timeout_s: float = 10.0,
+                 max_tts_bytes: int = 8 * 1024 * 1024, tts_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
         self.software = software
         self.server = None  # the ApiServer, set before run()
@@ -41,6 +53,12 @@ class DaemonBridge:
         self._link = (False, False)
         self.dropped = 0
         self.daemon_mode: str | None = None
+        self.home_assistant = home_assistant
+        self._stream_timeout_s = stream_timeout_s
+        self._max_tts_bytes = max_tts_bytes
+        self._tts_timeout_s = tts_timeout_s
+        self._session: aiohttp.ClientSession | None = None  # announcements' audio without a configured HA
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def connected(self) -> bool:
@@ -118,11 +136,100 @@ class DaemonBridge:
         elif isinstance(msg, messages.TimerAck):
             _LOG.info("timer %s: %s", msg.timer_id, msg.outcome)
         elif isinstance(msg, messages.TextUtterance):
-            self.send(messages.PipelineEvent(msg.utterance_id, "error", "no_conversation_path",
-                                             "this uplink cannot send text to Home Assistant yet"))
+            if self.home_assistant is None:
+                self.send(PipelineEvent(msg.utterance_id, "error", "no_conversation_path",
+                                        "no Home Assistant is set up: give [home_assistant] url and token_file"))
+            else:
+                task = asyncio.ensure_future(self._converse(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif isinstance(msg, messages.AudioChunk | messages.AudioEnd):
             self.dropped += 1
             _LOG.warning("daemon socket: dropped %s: audio mode is not built into this uplink", type(msg).__name__)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
+        if self._session is not None:
+            await self._session.close()
+        if self.home_assistant is not None:
+            await self.home_assistant.close()
+
+    async def send_paced(self, msg: messages.Message) -> bool:
+        """Send and wait until the socket has room again (speech audio): False if the daemon is gone or stalls."""
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            self.dropped += 1
+            return False
+        writer.write(messages.encode(msg))
+        try:
+            async with asyncio.timeout(self._stream_timeout_s):
+                await writer.drain()
+        except (TimeoutError, OSError):
+            _LOG.warning("daemon socket: the daemon took over %g s to read speech audio: ending that stream",
+                         self._stream_timeout_s)
+            return False
+        return True
+
+    async def _stream(self, speech_id: str, pcm: bytes) -> bool:
+        for seq, block in enumerate(tts_audio.blocks(pcm)):
+            if not await self.send_paced(messages.ReplyAudio(speech_id, seq, block)):
+                return False
+        return await self.send_paced(messages.ReplyAudioEnd(speech_id))
+
+    # --- text mode: Home Assistant's conversation ---
+
+    async def _converse(self, msg: messages.TextUtterance) -> None:
+        uid = msg.utterance_id
+        ha = self.home_assistant
+        try:
+            reply = await ha.converse(msg.text, lambda name: self.send(PipelineEvent(uid, name, "", "")))
+        except ConversationError as e:
+            _LOG.warning("Home Assistant: utterance %s: %s", uid, messages.clean_text(str(e), 300))
+            self.send(PipelineEvent(uid, "error", messages.clean_text(e.code, messages.MAX_NAME_CHARS),
+                                    messages.clean_text(e.message, 500)))
+            return
+        pcm = await self._reply_speech(uid, reply)
+        self.send(messages.ReplyText(uid, reply.speech, pcm is not None))
+        if pcm is not None:
+            await self._stream(uid, pcm)
+            self.send(PipelineEvent(uid, "tts_end", "", ""))
+        self.send(PipelineEvent(uid, "run_end", "", ""))
+
+    async def _reply_speech(self, uid: str, reply: Reply) -> bytes | None:
+        """The reply's TTS as 16 kHz PCM, or None (no TTS in the pipeline, or unusable: the daemon speaks)."""
+        ha = self.home_assistant
+        if not reply.tts_url:
+            return None
+        url: str | None = reply.tts_url
+        is_wav = reply.tts_mime in ("audio/wav", "audio/x-wav") or reply.tts_url.split("?")[0].endswith(".wav")
+        try:
+            if not is_wav:
+                # Not WAV (MP3 from most engines, FLAC): ask Home Assistant to convert rather than decode here.
+                url = await ha.wav_url(reply)
+                if url is None:
+                    _LOG.warning("Home Assistant: utterance %s: its speech is %s and no WAV was offered: "
+                                 "the daemon speaks the text", uid, reply.tts_mime or "not WAV")
+                    return None
+            return tts_audio.to_pcm16k(await ha.fetch(url))
+        except (ConversationError, tts_audio.AudioFormatError) as e:
+            _LOG.warning("Home Assistant: utterance %s: its speech audio is unusable (%s): the daemon speaks "
+                         "the text", uid, messages.clean_text(str(e), 300))
+            return None
+
+    async def _announce_audio(self, media_id: str, peer_host: str) -> bytes | None:
+        try:
+            if self.home_assistant is not None:
+                data = await self.home_assistant.fetch(media_id, frozenset({peer_host}))
+            else:
+                if self._session is None:
+                    self._session = aiohttp.ClientSession(trust_env=False)
+                data = await fetch_audio(self._session, media_id, "", frozenset({peer_host}),
+                                         self._max_tts_bytes, self._tts_timeout_s)
+            return tts_audio.to_pcm16k(data)
+        except (ConversationError, tts_audio.AudioFormatError) as e:
+            _LOG.warning("announcement audio unusable (%s)", messages.clean_text(str(e), 300))
+            return None
 
     # --- VoiceSink: from Home Assistant, towards the daemon ---
 
@@ -136,11 +243,19 @@ class DaemonBridge:
         self._link = (connected, encrypted)
         self.send(messages.HomeAssistantLink(connected, encrypted))
 
-    async def announce(self, text: str) -> bool:
+    async def announce(self, text: str, media_id: str = "", peer_host: str = "") -> bool:
+        """Have the daemon say an announcement: its audio (media_id, fetched only from peer_host, the Home
+        Assistant that asked, or the configured one), else its text. True once the daemon played it."""
+        pcm = await self._announce_audio(media_id, peer_host) if media_id else None
+        if pcm is None and not text:
+            return False
         announce_id = f"a{next(self._ids)}"
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._announces[announce_id] = fut
-        if not self.send(messages.Announcement(announce_id, text, False)):
+        if not self.send(messages.Announcement(announce_id, text, pcm is not None)):
+            self._announces.pop(announce_id, None)
+            return False
+        if pcm is not None and not await self._stream(announce_id, pcm):
             self._announces.pop(announce_id, None)
             return False
         try:

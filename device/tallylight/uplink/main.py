@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import logging
 import os
 import re
 import signal
-import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,8 @@ from pathlib import Path
 from tallylight import __version__
 from tallylight.errors import TallylightError
 from tallylight.uplink.daemon_client import DaemonBridge, cancel_and_wait
+from tallylight.uplink.home_assistant import HomeAssistantClient, HomeAssistantOptions
+from tallylight.uplink.private_file import PrivateFileError, read_private
 from tallylight.uplink.server import ApiServer, DeviceIdentity
 
 _LOG = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class UplinkOptions:
     name: str | None
     mdns: bool
     wake_words: tuple[tuple[str, str], ...]
+    home_assistant: HomeAssistantOptions | None = None  # None: no conversation path (no url in the config)
 
 
 def new_key(path: Path) -> str:
@@ -58,23 +61,10 @@ def new_key(path: Path) -> str:
 def load_key(path: Path) -> bytes:
     """The PSK in a key file that only this user can read (the check names the fix when it fails)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise UplinkKeyError(f"no API key at {path}: make one with `tallylight uplink --new-key --key-file "
-                             f"{path}`, or run with --plaintext") from None
-    except OSError as e:
-        raise UplinkKeyError(f"cannot open the API key {path}: {e.strerror}") from None
-    with os.fdopen(fd) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UplinkKeyError(f"{path} is not a file")
-        if st.st_uid != os.geteuid():
-            raise UplinkKeyError(f"{path} belongs to uid {st.st_uid}, not to the uplink's user (uid {os.geteuid()}): "
-                                 "chown it")
-        if st.st_mode & 0o077:
-            mode = stat.S_IMODE(st.st_mode)
-            raise UplinkKeyError(f"{path} can be read by others (mode {mode:04o}): chmod 600 {path}")
-        text = f.read(200).strip()
+        text = read_private(path, "API key", f"make one with `tallylight uplink --new-key --key-file {path}`, "
+                            "or run with --plaintext", max_chars=200)
+    except PrivateFileError as e:
+        raise UplinkKeyError(str(e)) from None
     try:
         psk = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -108,7 +98,8 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
     if psk is None:
         _LOG.warning("the ESPHome API runs in PLAINTEXT (--plaintext): anyone on the network can talk to it")
     ident = identity(opts.name, opts.wake_words)
-    bridge = DaemonBridge(opts.socket, f"tallylight-uplink {__version__}")
+    ha = HomeAssistantClient(opts.home_assistant) if opts.home_assistant is not None else None
+    bridge = DaemonBridge(opts.socket, f"tallylight-uplink {__version__}", home_assistant=ha)
     server = ApiServer(ident, bridge, psk=psk)
     bridge.server = server
     port = await server.start(opts.host, opts.port)
@@ -123,6 +114,9 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     link_task = asyncio.create_task(bridge.run())
+    finder = None
+    if ha is not None and not opts.home_assistant.device_id:
+        finder = asyncio.create_task(_find_device(ha, ident.mac))
     print(f"tallylight uplink: {ident.name} on {opts.host}:{port}, daemon socket {opts.socket}", flush=True)
     if ready is not None:
         ready.set()
@@ -130,9 +124,19 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
         await stop.wait()
     finally:
         await cancel_and_wait(link_task)
+        if finder is not None:
+            await cancel_and_wait(finder)
+        await bridge.close()
         if zc is not None:
             await zc.async_close()
         await server.close()
+
+
+async def _find_device(ha: HomeAssistantClient, mac: str) -> None:
+    device_id = await ha.find_device_id(mac)
+    if device_id is not None:
+        ha.options = dataclasses.replace(ha.options, device_id=device_id)
+        _LOG.info("Home Assistant knows this speaker as device %s: its area is the conversation's", device_id)
 
 
 def run(opts: UplinkOptions) -> int:

@@ -263,12 +263,15 @@ class HomeAssistantLink(Message):
 
 @dataclass(frozen=True, slots=True)
 class ReplyText(Message):
-    """Home Assistant's answer to a TextUtterance, to be spoken by the daemon's own TTS."""
+    """Home Assistant's answer to a TextUtterance. with_audio false: the daemon speaks the text with its own
+    TTS; true: ReplyAudio blocks with speech_id == utterance_id follow (Home Assistant's voice), ended by a
+    ReplyAudioEnd, and the text is for the log and the ledger only (said once, not twice)."""
 
     KIND: ClassVar[int] = 22
     DIRECTION: ClassVar[str] = TO_DAEMON
     utterance_id: str = ident()
     text: str = text()
+    with_audio: bool = flag()
 
 
 @dataclass(frozen=True, slots=True)

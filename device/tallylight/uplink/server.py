@@ -6,8 +6,9 @@ entities, subscribes to states and to the voice assistant. What it gets to see a
   There are no switches, buttons or selects: Home Assistant can neither unmute nor change the mode;
 - voice assistant feature flags for text mode: VOICE_ASSISTANT | TIMERS | ANNOUNCE (no API_AUDIO, no
   SPEAKER, no START_CONVERSATION: the device never streams audio unless its local config says so);
-- timer events and announcements, handed to a `VoiceSink` (the bridge to the daemon) as text, never as
-  anything that could open the mic. An announcement's start_conversation is refused (it needs the local
+- timer events and announcements, handed to a `VoiceSink` (the bridge to the daemon) as text, or as
+  speech audio that the sink fetches from this connection's own host only, never as anything that could
+  open the mic. An announcement's start_conversation is refused (it needs the local
   wake word). Wake words are the local config's; VoiceAssistantSetConfiguration is ignored.
 
 Every accepted socket gets TCP keepalive, and a connection silent for `idle_s` is pinged and dropped as
@@ -80,7 +81,7 @@ class VoiceSink(Protocol):
 
     def pipeline_event(self, event: PipelineEvent) -> None: ...
 
-    def announce(self, text: str) -> Awaitable[bool]: ...
+    def announce(self, text: str, media_id: str, peer_host: str) -> Awaitable[bool]: ...
 
     def home_assistant_link(self, connected: bool, encrypted: bool) -> None: ...
 
@@ -373,15 +374,20 @@ class _Connection(asyncio.Protocol):
         if msg.start_conversation:
             _LOG.info("API: %s: an announcement asked to start a conversation: refused, the mic opens only "
                       "after the local wake word", self.peer)
-        if msg.media_id or msg.preannounce_media_id:
-            _LOG.info("API: %s: announcement audio is not fetched yet: speaking its text", self.peer)
+        if msg.preannounce_media_id:
+            _LOG.info("API: %s: an announcement's chime (preannounce_media_id) is not played", self.peer)
         text = messages.clean_text(msg.text, messages.MAX_TEXT_CHARS)
-        task = asyncio.ensure_future(self._finish_announce(text))
+        # The media URL is only ever fetched from this connection's host (the sink checks it), never run.
+        media_id = msg.media_id[:2000] if msg.media_id else ""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        host = peer[0] if isinstance(peer, tuple) else ""
+        task = asyncio.ensure_future(self._finish_announce(text, media_id, host))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish_announce(self, text: str) -> None:
-        played = bool(text) and await self.server.sink.announce(text)
+    async def _finish_announce(self, text: str, media_id: str, host: str) -> None:
+        # An empty announcement has nothing to say: the daemon never hears of it.
+        played = bool(text or media_id) and await self.server.sink.announce(text, media_id, host)
         self.send(pb.VoiceAssistantAnnounceFinished(success=played))
 
 
