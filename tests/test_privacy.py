@@ -382,13 +382,17 @@ def _run_until(daemon, until, timeout_s=60.0):
     still false after `timeout_s` fails the test: what it waits for never happened."""
     progress = Progress(daemon)
     over, timed_out = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
 
     def watch():
         deadline = time.monotonic() + timeout_s
-        while not over.wait(0.005) and not until(daemon, progress):
-            if time.monotonic() > deadline:
-                timed_out.set()
-                break
+        try:
+            while not over.wait(0.005) and not until(daemon, progress):
+                if time.monotonic() > deadline:
+                    timed_out.set()
+                    break
+        except BaseException as e:  # a broken condition stops the daemon and fails the test, not hangs it
+            raised.append(e)
         daemon.request_stop()
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -398,6 +402,8 @@ def _run_until(daemon, until, timeout_s=60.0):
     finally:
         over.set()
         watcher.join()
+        if raised:
+            raise raised[0]
         assert not timed_out.is_set(), f"the daemon never got there in {timeout_s:.0f} s ({progress.turns} turns)"
 
 
@@ -699,3 +705,163 @@ def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
     gate.switch_changed(muted=True)
     assert gate.state is State.ERROR and "could not wipe the audio" in gate.error_reason
     assert not gate.mic_open_allowed
+
+
+# -- the start policy (restart.py): a button's mute.at_start = "last" -----------------------------
+
+BUTTON = C.MuteConfig(control="button", pin=MUTE_PIN, debounce_ms=0, at_start="last")
+
+
+class ButtonHand(QuietMic):
+    """Presses the mute button (a momentary one: pressed pulls GPIO17 to GND) at the 5th read, and
+    lets go once the mic has closed. `then(daemon)` runs once the daemon is muted (a fault to
+    inject). Reads on until stopped."""
+
+    def __init__(self, factory, press_at=5):
+        super().__init__()
+        self.factory, self.press_at = factory, press_at
+
+    def read(self):
+        self.reads += 1
+        if self.reads == self.press_at:
+            self.factory.pin(MUTE_PIN).drive_low()
+        return bytes(BLOCK)
+
+    def close(self):
+        if self.is_open:
+            self.factory.pin(MUTE_PIN).drive_high()  # released
+        super().close()
+
+
+def _states_at_start(path) -> list[tuple[str, str]]:
+    """(state, reason) of each start's first state entry."""
+    out, after_start = [], False
+    for _, e, _ in L.read_entries(path):
+        if e["event"] == "start":
+            after_start = True
+        elif e["event"] == "state" and after_start:
+            out.append((e["state"], e["reason"]))
+            after_start = False
+    return out
+
+
+def _listening_when_stopped_cleanly(tmp_path):
+    """The ledger of a run that stopped cleanly while listening (a button, so the next start listens)."""
+    cfg = replace(make_cfg(tmp_path), mute=replace(BUTTON, at_start="listening"))
+    daemon, mic = _start(cfg, MockFactory(pin_class=MockPWMPin))
+    assert mic.opens == 1 and mic.reads > 20
+
+
+def _button_run(tmp_path, until, fault=None):
+    """One start with the button (mute.at_start = "last"): the hand presses it if the mic opens;
+    `fault(daemon, factory)` is called once the daemon is muted; the run ends when `until` holds."""
+    factory = MockFactory(pin_class=MockPWMPin)
+    mic = ButtonHand(factory)
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=mic.plug_in)
+    mic.daemon = daemon
+    injected = []
+
+    def until_(d, progress):
+        if fault and not injected and d.gate is not None and d.gate.state is State.MUTED and mic.opens:
+            injected.append(fault(d, factory))
+        return until(d, progress)
+
+    _run_until(daemon, until_)
+    return daemon, mic
+
+
+def _then_a_quiet_start(tmp_path):
+    """The next start, with nobody touching the button: what it opens, and what the ledger says."""
+    cfg = replace(make_cfg(tmp_path), mute=BUTTON)
+    daemon, mic = _start(cfg, MockFactory(pin_class=MockPWMPin))
+    return mic.opens, _states_at_start(tmp_path / "ledger.jsonl")[-1]
+
+
+def _muted_after_the_press(daemon, progress):
+    return (daemon.mic is not None and daemon.mic.opens == 1 and daemon.gate.state is State.MUTED
+            and progress.turns >= 40)
+
+
+def test_a_clean_stop_while_listening_starts_listening_and_says_why(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 1 and state == "listening"
+    assert reason == "at start: listening when last stopped cleanly"
+
+
+def test_a_button_mute_then_a_clean_stop_starts_muted(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    daemon, mic = _button_run(tmp_path, _muted_after_the_press)
+    assert mic.opens == 1 and daemon.gate.state is State.MUTED
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: muted when last stopped"
+
+
+def test_a_button_mute_then_a_start_that_fails_starts_muted_after_it(tmp_path):
+    """P1: a GPIO or SPI part not ready at boot fails one start; the start after it must not open the
+    mic the owner muted with the button."""
+    from gpiozero import LED
+    from tallylight.errors import TallylightError
+
+    _listening_when_stopped_cleanly(tmp_path)
+    _button_run(tmp_path, _muted_after_the_press)
+    factory = MockFactory(pin_class=MockPWMPin)
+    taken = LED(LED_PIN, pin_factory=factory)  # the light's pin is not ours at this boot
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=QuietMic().plug_in)
+    with pytest.raises(TallylightError):
+        daemon.run()
+    taken.close()
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted", "the mic opened after a failed start without a touch of the button"
+    assert reason == "at start: the last stop was not clean (start failed)"
+
+
+def test_a_button_mute_then_a_light_failure_starts_muted(tmp_path):
+    """P1: the light fails while muted (ERROR) and the service is stopped: the next start stays muted."""
+    _listening_when_stopped_cleanly(tmp_path)
+
+    def light_gone(daemon, factory):
+        daemon.indicator._device.close()
+
+    daemon, mic = _button_run(tmp_path, lambda d, p: p.backoffs >= 1, fault=light_gone)
+    states = [e.get("state") for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    assert states[-2:] == ["muted", "error"], states
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: error when last stopped"
+
+
+def test_a_crash_with_no_stop_entry_starts_muted(tmp_path):
+    """A crash or power cut leaves no stop entry: even after listening, the next start is muted."""
+    _listening_when_stopped_cleanly(tmp_path)
+    factory = MockFactory(pin_class=MockPWMPin)
+    mic = QuietMic()
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=mic.plug_in)
+    mic.daemon = daemon
+    # The process dies after its loop: no shutdown runs; the system closes its files.
+    daemon._shut_down = lambda *_: daemon.ledger.close()
+    _run_until(daemon, lambda d, p: False)  # QuietMic stops it after 20 reads
+    last = list(L.read_entries(tmp_path / "ledger.jsonl"))[-1][1]
+    assert mic.opens == 1 and last["event"] == "state" and last["state"] == "listening"
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted"
+    assert reason == "at start: the last stop was not clean (a crash or a power cut: no stop entry)"
+
+
+def test_a_start_killed_before_its_first_state_starts_muted(tmp_path):
+    """A `start` entry with nothing after it (killed during start-up) is no clean stop."""
+    _listening_when_stopped_cleanly(tmp_path)
+    led = L.Ledger(tmp_path / "ledger.jsonl")
+    led.append("start", version="test", pid=1)  # what the killed start had written
+    led.close()
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: the last stop was not clean (a start that failed)"
+
+
+def test_a_damaged_ledger_starts_a_button_muted_and_says_why(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    (tmp_path / "ledger.head").unlink()  # damaged: cannot show that nothing was cut off
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason.startswith("at start: the ledger was set aside as damaged")

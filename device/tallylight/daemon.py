@@ -24,6 +24,7 @@ from tallylight.errors import AudioError, EngineError, HardwareError, LedgerErro
 from tallylight.events import Event
 from tallylight.gate import PrivacyGate, State
 from tallylight.ledger import Ledger
+from tallylight.restart import CLEAN_STOP, Start, start_state
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ def build_pipeline(cfg: Config, gate: PrivacyGate, consumer=None):
                             cfg.capture.max_s, cfg.audio.block_ms)
     recorder = DebugRecorder(cfg.debug.record_dir) if cfg.debug.record_dir else None
     return Pipeline(gate, wake, endpointer, cfg.capture, consumer=consumer, recorder=recorder)
-
-
-def last_known_muted(ledger: Ledger) -> bool | None:
-    """Whether the mic was muted when the daemon last stopped (for mute.at_start = "last")."""
-    last = ledger.last_entry
-    if not last:
-        return None
-    state = last.get("state_before") if last.get("event") == "stop" else last.get("state")
-    return None if state is None else state == State.MUTED.value
 
 
 def _write_durably(path, text: str) -> None:
@@ -122,12 +114,15 @@ class Daemon:
         # Hand the interpreter to a waiting thread within 1 ms rather than 5: gpiozero's edge callback
         # must get in while the audio thread is busy, so a mute is seen at once (P1).
         sys.setswitchinterval(0.001)
+        ending = "start failed"  # the stop entry's reason: only a clean stop may reopen the mic at start
         try:
             self._bring_up()
+            ending = "the loop crashed"
             self._loop()
+            ending = CLEAN_STOP
             return 0
         finally:
-            self._shut_down()
+            self._shut_down(ending)
 
     def _bring_up(self) -> None:
         """Parts that must work before anything else. A failure here is a one-line error and exit:
@@ -139,9 +134,9 @@ class Daemon:
 
         cfg = self.cfg
         self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
-        # A ledger set aside as damaged says nothing of how we stopped: start muted then (a button's
-        # mute.at_start = "last"), rather than open the mic nobody asked for.
-        last_muted = True if self.ledger.restarted else last_known_muted(self.ledger)
+        self._physical_control = not (self._pin_factory is None and cfg.gpio.pin_factory == "mock")
+        start = start_state(cfg.mute, self.ledger.last_entry, ledger_set_aside=self.ledger.restarted,
+                            physical=self._physical_control)
         self.ledger.append("start", version=__version__, pid=os.getpid())
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
@@ -150,9 +145,7 @@ class Daemon:
         self.gate = PrivacyGate(self.indicator, self.ledger, debug_recording=bool(cfg.debug.record_dir))
         if cfg.debug.record_dir:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
-        start_muted = {"muted": True, "listening": False}.get(cfg.mute.at_start, last_muted if last_muted is not None else False)
-        self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start_muted)
-        self._physical_control = not (self._pin_factory is None and cfg.gpio.pin_factory == "mock")
+        self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start.muted)
         if self._voice_mute_file.exists() and not self._physical_control:
             # Simulated pins have no control to unmute with: a kept voice mute would never end.
             _LOG.warning("simulated GPIO: ignoring the voice mute kept from before this start")
@@ -163,6 +156,7 @@ class Daemon:
             self._voice_muted = True
             self.mute.force_muted()
             self.gate.note("voice_mute_kept", reason="'stop listening' before the restart; the mute control unmutes")
+            start = Start(True, "at start: muted by 'stop listening' before this start")
             _LOG.warning("muted by voice before this start: press the mute button or move the switch to mute and back "
                          "(kept in %s)", self._voice_mute_file)
         if not self._physical_control:
@@ -181,9 +175,9 @@ class Daemon:
             self.mic = self._source_factory(cfg.audio)
         else:
             self.mic = MicSource(cfg.audio, pyaudio_module=self._pyaudio_module, interrupt=self.mute.edge_event)
-        self._apply_switch(self.mute.muted)
+        self.gate.start(start.muted, start.reason)
 
-    def _shut_down(self) -> None:
+    def _shut_down(self, ending: str = CLEAN_STOP) -> None:
         """Mic closed, audio wiped, light off, ledger flushed; safe after a partial bring-up."""
         self.notifier.stopping()
         state_before = self.gate.state.value if self.gate else None
@@ -195,7 +189,7 @@ class Daemon:
             self.mic.close()
         if self.ledger is not None:
             try:
-                self.ledger.append("stop", reason="shutdown", state_before=state_before)
+                self.ledger.append("stop", reason=ending, state_before=state_before)
             except TallylightError as e:
                 _LOG.error("%s", e)
         for part in (self.responder, self.pipeline, self.mute, self.indicator, self.ledger):

@@ -61,8 +61,16 @@ class PrivacyGate:
         self.state = State.MUTED
         self.error_reason = ""
         self._since = clock()
-        # The mic starts closed. Show it; if even that fails we start in ERROR.
-        self._after_closing(State.MUTED, "start")
+        # The mic starts closed. Show it; if even that fails we start in ERROR. `start` records why.
+        try:
+            indicator.show(State.MUTED)
+        except Exception as e:
+            self.fail(_why(e))
+
+    def start(self, muted: bool, reason: str) -> None:
+        """The state at start, as restart.py decided: MUTED, recorded with why, or LISTENING (rule 1)."""
+        if self.state is State.MUTED:
+            self._after_closing(State.MUTED, reason) if muted else self._open(State.LISTENING, reason)
 
     # -- what the rest of the daemon asks -------------------------------------------------------
     @property
