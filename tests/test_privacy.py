@@ -694,14 +694,12 @@ def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
     from tallylight.hardware.indicator import TerminalIndicator
     import io
 
-    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
-    gate.switch_changed(muted=False)
-    assert gate.begin_capture()
-
     def broken_wipe():
         raise RuntimeError("end_utt failed")
 
-    gate.wipe = broken_wipe
+    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"), wipe=broken_wipe)
+    gate.switch_changed(muted=False)
+    assert gate.begin_capture()
     gate.switch_changed(muted=True)
     assert gate.state is State.ERROR and "could not wipe the audio" in gate.error_reason
     assert not gate.mic_open_allowed

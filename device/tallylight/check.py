@@ -182,7 +182,7 @@ def _check_state_dir(cfg: Config) -> str:
     v = ledger.verify(path)
     if not v.ok:
         raise TallylightError(f"the ledger {path} failed verification: {v.problems[0]} (run `tallylight ledger --verify`)")
-    from tallylight.daemon import VOICE_MUTE_FILE
+    from tallylight.restart import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()
     if voice_muted and cfg.gpio.pin_factory == "mock":

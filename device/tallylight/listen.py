@@ -7,6 +7,7 @@ so the device's own ledger is never touched.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -32,8 +33,9 @@ def listen_file(cfg: Config, path: Path, consumer=None) -> list[Event]:
     source = WavFileSource(path, block_ms=cfg.audio.block_ms, channel_mode=cfg.audio.channel_mode,
                            channel=cfg.audio.channel)
     source.open()
-    gate = PrivacyGate(TerminalIndicator(out=io.StringIO()), Ledger.in_memory())
-    pipeline = build_pipeline(cfg, gate, consumer)
+    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, TerminalIndicator(out=io.StringIO()),
+                                                     Ledger.in_memory()), consumer)
+    gate = pipeline.gate
     events: list[Event] = []
     try:
         gate.switch_changed(muted=False)
