@@ -132,6 +132,7 @@ class ScriptedMic:
             self.violations.append("P1: mic opened while muted")
         if self.processed_at_edge is not None and d.pipeline.blocks_processed != self.processed_at_edge:
             self.violations.append("P1: a block read across the mute edge was processed")
+        self.processed_at_edge = None  # checked at the first open after that edge (a later one may follow an error)
         if not (d.pipeline.ring.is_zeroed() and d.pipeline.buffer.is_zeroed()) and self.opens:
             self.violations.append("P4: audio survived a mute in RAM")
         self.is_open = True
@@ -246,22 +247,68 @@ def test_mute_during_capture_closes_within_one_block_and_wipes(tmp_path, clips):
 
 
 _SEGMENTS = st.lists(st.sampled_from(["wake", "command", "wake+command", "silence"]), min_size=1, max_size=6)
+# A fault at a read index: the LED's GPIO taken away (until the next start) or the disk full under the
+# ledger (until its next append reopens it).
+_FAULTS = st.one_of(st.none(), st.tuples(st.sampled_from(["light", "ledger"]), st.integers(0, 150)))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(segments=_SEGMENTS, data=st.data())
-def test_invariants_hold_on_every_block_of_random_schedules(tmp_path_factory, clips, segments, data):
-    """P1, P2, P4 on every block, for random mixes of speech, wake words and mute toggles."""
-    audio = b"".join(clips[s] for s in segments) + clips["silence"]
-    n_blocks = len(audio) // BLOCK
-    mute_at = data.draw(st.sets(st.integers(0, n_blocks - 1), max_size=4))
+class FaultyMic(ScriptedMic):
+    """ScriptedMic that also breaks the light or the ledger at a chosen read, and checks P5: not one
+    block is read while the gate is in ERROR."""
+
+    def __init__(self, *a, fault=None, **k):
+        super().__init__(*a, **k)
+        self.fault = fault
+
+    def read(self):
+        d = self.daemon
+        if d.gate.state is State.ERROR:
+            self.violations.append("P5: a block read in ERROR")
+        if self.fault and self.reads == self.fault[1]:
+            # Between two blocks (this read returns none, as on an edge): what the daemon must catch
+            # before it reads the next one.
+            if self.fault[0] == "light":
+                d.indicator._device.close()
+            else:
+                full = os.open("/dev/full", os.O_WRONLY)
+                os.dup2(full, d.ledger._fd)
+                os.close(full)
+            self.reads += 1
+            return b""
+        return super().read()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(st.tuples(_SEGMENTS, _FAULTS), min_size=1, max_size=3), data=st.data())
+def test_invariants_hold_on_every_block_of_random_schedules(tmp_path_factory, clips, runs, data):
+    """P1, P2, P4 and P5 on every block and at every start, for random schedules of speech, wake
+    words, mute toggles, a light or ledger failure, and restarts (each run after the first restarts
+    the daemon on the same state_dir and ledger)."""
     tmp = tmp_path_factory.mktemp("priv")
-    rc, daemon, mic, probe, writes = run_daemon(make_cfg(tmp), audio, mute_at)
-    assert rc == 0
-    assert mic.violations == [], mic.violations
-    assert probe.violations == [], probe.violations
-    assert writes == []
+    for segments, fault in runs:
+        audio = b"".join(clips[s] for s in segments) + clips["silence"]
+        n_blocks = len(audio) // BLOCK
+        mute_at = data.draw(st.sets(st.integers(0, n_blocks - 1), max_size=4))
+        factory, probe = MockFactory(pin_class=MockPWMPin), Probe()
+        mic = FaultyMic(audio, mute_at, factory, probe, fault=fault)
+        daemon = Daemon(make_cfg(tmp), pin_factory=factory, notifier=Notifier(env={}),
+                        consumer_factory=lambda probe=probe: probe, source_factory=mic.plug_in)
+        probe.daemon = mic.daemon = daemon
+        _audit.update(on=True, writes=[])
+        try:  # ends at the end of its audio, or once a fault has made it back off twice
+            assert _run_until(daemon, _backed_off_twice) == 0
+        finally:
+            _audit["on"] = False
+        assert mic.violations == [], mic.violations
+        assert probe.violations == [], probe.violations
+        writes = [w for w in _audit["writes"] if not Path(w).name.startswith("ledger.") and w != "/dev/full"]
+        assert writes == [], f"P4: audio path wrote files: {writes}"
+        assert not mic.is_open and daemon.pipeline.ring.is_zeroed() and daemon.pipeline.buffer.is_zeroed()
     assert L.verify(tmp / "ledger.jsonl").ok
+    # At every start the mic stayed closed until the switch was read at listening: a switch's start
+    # state is muted, whatever came before.
+    starts = _states_at_start(tmp / "ledger.jsonl")
+    assert len(starts) == len(runs) and all(s == "muted" and r.startswith("at start:") for s, r in starts), starts
 
 
 def test_debug_recording_is_the_only_disk_path_and_is_ledgered(tmp_path, clips):
