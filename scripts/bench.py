@@ -36,6 +36,7 @@ import contextlib
 import cProfile
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import logging
@@ -353,8 +354,8 @@ def stage_pipeline(cfg: C.Config, wav: Path, blocks: list[bytes]) -> Measured:
     from tallylight.hardware.indicator import TerminalIndicator
     from tallylight.ledger import Ledger
 
-    gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory())
-    pipeline = build_pipeline(cfg, gate)
+    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory()))
+    gate = pipeline.gate
     gate.switch_changed(muted=False)
     pipeline.drain()
     wakes = 0
@@ -485,7 +486,7 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
 
     from tallylight.capture import PrerollRing
     from tallylight.daemon import Daemon
-    from tallylight.gate import State
+    from tallylight.gate import PrivacyGate, State
     from tallylight.hardware.indicator import make_indicator
     from tallylight.hardware.mute import MuteControl
     from tallylight.notify import Notifier
@@ -496,7 +497,7 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
     light = make_indicator(cfg.indicator, pin_factory=factory)
     light_cls = next(c for c in type(light).__mro__ if "check" in c.__dict__)
     targets = [(Daemon, "_turn"), (Pipeline, "process"), (WakeDetector, "process"), (MicroWakeWordDetector, "_score"),
-               (Daemon, "_poll_switch"), (TimedFileMic, "read"), (light_cls, "check"), (Notifier, "watchdog"),
+               (PrivacyGate, "poll_control"), (TimedFileMic, "read"), (light_cls, "check"), (Notifier, "watchdog"),
                (Daemon, "_emit")]
     with timed_methods(targets) as acc:
         _, audio_s, _ = stage_daemon(cfg, wav, blocks)
@@ -507,7 +508,7 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
 
     raw_us = statistics.median(rates["raw"]) * cfg.audio.block_ms * 1000
     turn, proc, det, score = us("Daemon._turn"), us("Pipeline.process"), us("WakeDetector.process"), us("MicroWakeWordDetector._score")
-    outside = ["Daemon._poll_switch", "TimedFileMic.read", f"{light_cls.__name__}.check", "Daemon._emit"]
+    outside = ["PrivacyGate.poll_control", "TimedFileMic.read", f"{light_cls.__name__}.check", "Daemon._emit"]
     rest = turn - proc - sum(us(k) for k in outside)
     lines = [f"Where the daemon's CPU goes, µs per {cfg.audio.block_ms} ms block, timed in place in one extra run "
              "(each timer adds ~0.5 µs per call):",
@@ -519,7 +520,7 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
              f"{_mww_frame_ms(cfg)} ms frame",
              f"  {det - score:6.1f}        framing, edge trigger, refractory (WakeDetector.process minus _score)",
              f"  {proc - det:6.1f}      gate check, pre-roll ring push, events (Pipeline.process minus the detector)"]
-    for key, label in (("Daemon._poll_switch", f"Daemon._poll_switch (MuteControl.poll, {acc['Daemon._poll_switch'][1]} calls)"),
+    for key, label in (("PrivacyGate.poll_control", f"PrivacyGate.poll_control (MuteControl.poll, {acc['PrivacyGate.poll_control'][1]} calls)"),
                        ("TimedFileMic.read", "the audio source's read (WavFileSource behind the bench's seam)"),
                        (f"{light_cls.__name__}.check", f"{light_cls.__name__}.check (the light's blink thread, "
                                                        f"{acc[f'{light_cls.__name__}.check'][1]} calls)"),
@@ -1143,7 +1144,7 @@ PHASE_PROBE = textwrap.dedent("""
     # The steps of `tallylight run`'s start-up, in the order Daemon._bring_up takes them, each timed.
     import time
     marks = [("python start-up", time.monotonic())]
-    import io, json, logging, sys
+    import functools, io, json, logging, sys
     from tallylight import cli, config, daemon, pipeline, wake, vad, responder  # what `run` imports
     from tallylight.speech import understand
     from tallylight.audio import device
@@ -1154,12 +1155,12 @@ PHASE_PROBE = textwrap.dedent("""
     from tallylight.ledger import Ledger
     factory = pins.make_pin_factory(cfg.gpio.pin_factory)
     light = indicator.make_indicator(cfg.indicator, pin_factory=factory, out=io.StringIO())
-    gate = PrivacyGate(light, Ledger(cfg.state_dir / "ledger.jsonl"))
+    make_gate = functools.partial(PrivacyGate, light, Ledger(cfg.state_dir / "ledger.jsonl"))
     control = mute.MuteControl(cfg.mute, pin_factory=factory, initially_muted=False)
     marks.append(("config, ledger, light, mute control", time.monotonic()))
     consumer = understand.make_understander(cfg)
     marks.append(("recognizer + grammar (make_understander)", time.monotonic()))
-    pipe = daemon.build_pipeline(cfg, gate, consumer)
+    pipe = daemon.build_pipeline(cfg, make_gate, consumer)
     marks.append(("wake engine + VAD (build_pipeline)", time.monotonic()))
     resp = responder.Responder(cfg, pipe, voice_mute=lambda: None, pin_factory=factory)
     marks.append(("responder (actions, reply speaker)", time.monotonic()))

@@ -134,6 +134,7 @@ class ScriptedMic:
             self.violations.append("P1: mic opened while muted")
         if self.processed_at_edge is not None and d.pipeline.blocks_processed != self.processed_at_edge:
             self.violations.append("P1: a block read across the mute edge was processed")
+        self.processed_at_edge = None  # checked at the first open after that edge (a later one may follow an error)
         if not (d.pipeline.ring.is_zeroed() and d.pipeline.buffer.is_zeroed()) and self.opens:
             self.violations.append("P4: audio survived a mute in RAM")
         self.is_open = True
@@ -248,22 +249,68 @@ def test_mute_during_capture_closes_within_one_block_and_wipes(tmp_path, clips):
 
 
 _SEGMENTS = st.lists(st.sampled_from(["wake", "command", "wake+command", "silence"]), min_size=1, max_size=6)
+# A fault at a read index: the LED's GPIO taken away (until the next start) or the disk full under the
+# ledger (until its next append reopens it).
+_FAULTS = st.one_of(st.none(), st.tuples(st.sampled_from(["light", "ledger"]), st.integers(0, 150)))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(segments=_SEGMENTS, data=st.data())
-def test_invariants_hold_on_every_block_of_random_schedules(tmp_path_factory, clips, segments, data):
-    """P1, P2, P4 on every block, for random mixes of speech, wake words and mute toggles."""
-    audio = b"".join(clips[s] for s in segments) + clips["silence"]
-    n_blocks = len(audio) // BLOCK
-    mute_at = data.draw(st.sets(st.integers(0, n_blocks - 1), max_size=4))
+class FaultyMic(ScriptedMic):
+    """ScriptedMic that also breaks the light or the ledger at a chosen read, and checks P5: not one
+    block is read while the gate is in ERROR."""
+
+    def __init__(self, *a, fault=None, **k):
+        super().__init__(*a, **k)
+        self.fault = fault
+
+    def read(self):
+        d = self.daemon
+        if d.gate.state is State.ERROR:
+            self.violations.append("P5: a block read in ERROR")
+        if self.fault and self.reads == self.fault[1]:
+            # Between two blocks (this read returns none, as on an edge): what the daemon must catch
+            # before it reads the next one.
+            if self.fault[0] == "light":
+                d.indicator._device.close()
+            else:
+                full = os.open("/dev/full", os.O_WRONLY)
+                os.dup2(full, d.ledger._fd)
+                os.close(full)
+            self.reads += 1
+            return b""
+        return super().read()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(st.tuples(_SEGMENTS, _FAULTS), min_size=1, max_size=3), data=st.data())
+def test_invariants_hold_on_every_block_of_random_schedules(tmp_path_factory, clips, runs, data):
+    """P1, P2, P4 and P5 on every block and at every start, for random schedules of speech, wake
+    words, mute toggles, a light or ledger failure, and restarts (each run after the first restarts
+    the daemon on the same state_dir and ledger)."""
     tmp = tmp_path_factory.mktemp("priv")
-    rc, daemon, mic, probe, writes = run_daemon(make_cfg(tmp), audio, mute_at)
-    assert rc == 0
-    assert mic.violations == [], mic.violations
-    assert probe.violations == [], probe.violations
-    assert writes == []
+    for segments, fault in runs:
+        audio = b"".join(clips[s] for s in segments) + clips["silence"]
+        n_blocks = len(audio) // BLOCK
+        mute_at = data.draw(st.sets(st.integers(0, n_blocks - 1), max_size=4))
+        factory, probe = MockFactory(pin_class=MockPWMPin), Probe()
+        mic = FaultyMic(audio, mute_at, factory, probe, fault=fault)
+        daemon = Daemon(make_cfg(tmp), pin_factory=factory, notifier=Notifier(env={}),
+                        consumer_factory=lambda probe=probe: probe, source_factory=mic.plug_in)
+        probe.daemon = mic.daemon = daemon
+        _audit.update(on=True, writes=[])
+        try:  # ends at the end of its audio, or once a fault has made it back off twice
+            assert _run_until(daemon, _backed_off_twice) == 0
+        finally:
+            _audit["on"] = False
+        assert mic.violations == [], mic.violations
+        assert probe.violations == [], probe.violations
+        writes = [w for w in _audit["writes"] if not Path(w).name.startswith("ledger.") and w != "/dev/full"]
+        assert writes == [], f"P4: audio path wrote files: {writes}"
+        assert not mic.is_open and daemon.pipeline.ring.is_zeroed() and daemon.pipeline.buffer.is_zeroed()
     assert L.verify(tmp / "ledger.jsonl").ok
+    # At every start the mic stayed closed until the switch was read at listening: a switch's start
+    # state is muted, whatever came before.
+    starts = _states_at_start(tmp / "ledger.jsonl")
+    assert len(starts) == len(runs) and all(s == "muted" and r.startswith("at start:") for s, r in starts), starts
 
 
 def test_debug_recording_is_the_only_disk_path_and_is_ledgered(tmp_path, clips):
@@ -384,13 +431,17 @@ def _run_until(daemon, until, timeout_s=60.0):
     still false after `timeout_s` fails the test: what it waits for never happened."""
     progress = Progress(daemon)
     over, timed_out = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
 
     def watch():
         deadline = time.monotonic() + timeout_s
-        while not over.wait(0.005) and not until(daemon, progress):
-            if time.monotonic() > deadline:
-                timed_out.set()
-                break
+        try:
+            while not over.wait(0.005) and not until(daemon, progress):
+                if time.monotonic() > deadline:
+                    timed_out.set()
+                    break
+        except BaseException as e:  # a broken condition stops the daemon and fails the test, not hangs it
+            raised.append(e)
         daemon.request_stop()
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -400,6 +451,8 @@ def _run_until(daemon, until, timeout_s=60.0):
     finally:
         over.set()
         watcher.join()
+        if raised:
+            raise raised[0]
         assert not timed_out.is_set(), f"the daemon never got there in {timeout_s:.0f} s ({progress.turns} turns)"
 
 
@@ -691,14 +744,174 @@ def test_a_wipe_that_fails_leaves_the_gate_in_error(tmp_path):
     from tallylight.gate import PrivacyGate
     from tallylight.hardware.indicator import TerminalIndicator
 
-    gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"))
-    gate.switch_changed(muted=False)
-    assert gate.begin_capture()
-
     def broken_wipe():
         raise RuntimeError("end_utt failed")
 
-    gate.wipe = broken_wipe
+    gate = PrivacyGate(TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), L.Ledger(tmp_path / "ledger.jsonl"),
+                       wipe=broken_wipe)
+    gate.switch_changed(muted=False)
+    assert gate.begin_capture()
     gate.switch_changed(muted=True)
     assert gate.state is State.ERROR and "could not wipe the audio" in gate.error_reason
     assert not gate.mic_open_allowed
+
+
+# -- the start policy (restart.py): a button's mute.at_start = "last" -----------------------------
+
+BUTTON = C.MuteConfig(control="button", pin=MUTE_PIN, debounce_ms=0, at_start="last")
+
+
+class ButtonHand(QuietMic):
+    """Presses the mute button (a momentary one: pressed pulls GPIO17 to GND) at the 5th read, and
+    lets go once the mic has closed. `then(daemon)` runs once the daemon is muted (a fault to
+    inject). Reads on until stopped."""
+
+    def __init__(self, factory, press_at=5):
+        super().__init__()
+        self.factory, self.press_at = factory, press_at
+
+    def read(self):
+        self.reads += 1
+        if self.reads == self.press_at:
+            self.factory.pin(MUTE_PIN).drive_low()
+        return bytes(BLOCK)
+
+    def close(self):
+        if self.is_open:
+            self.factory.pin(MUTE_PIN).drive_high()  # released
+        super().close()
+
+
+def _states_at_start(path) -> list[tuple[str, str]]:
+    """(state, reason) of each start's first state entry."""
+    out, after_start = [], False
+    for _, e, _ in L.read_entries(path):
+        if e["event"] == "start":
+            after_start = True
+        elif e["event"] == "state" and after_start:
+            out.append((e["state"], e["reason"]))
+            after_start = False
+    return out
+
+
+def _listening_when_stopped_cleanly(tmp_path):
+    """The ledger of a run that stopped cleanly while listening (a button, so the next start listens)."""
+    cfg = replace(make_cfg(tmp_path), mute=replace(BUTTON, at_start="listening"))
+    daemon, mic = _start(cfg, MockFactory(pin_class=MockPWMPin))
+    assert mic.opens == 1 and mic.reads > 20
+
+
+def _button_run(tmp_path, until, fault=None):
+    """One start with the button (mute.at_start = "last"): the hand presses it if the mic opens;
+    `fault(daemon, factory)` is called once the daemon is muted; the run ends when `until` holds."""
+    factory = MockFactory(pin_class=MockPWMPin)
+    mic = ButtonHand(factory)
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=mic.plug_in)
+    mic.daemon = daemon
+    injected = []
+
+    def until_(d, progress):
+        if fault and not injected and d.gate is not None and d.gate.state is State.MUTED and mic.opens:
+            injected.append(fault(d, factory))
+        return until(d, progress)
+
+    _run_until(daemon, until_)
+    return daemon, mic
+
+
+def _then_a_quiet_start(tmp_path):
+    """The next start, with nobody touching the button: what it opens, and what the ledger says."""
+    cfg = replace(make_cfg(tmp_path), mute=BUTTON)
+    daemon, mic = _start(cfg, MockFactory(pin_class=MockPWMPin))
+    return mic.opens, _states_at_start(tmp_path / "ledger.jsonl")[-1]
+
+
+def _muted_after_the_press(daemon, progress):
+    return (daemon.mic is not None and daemon.mic.opens == 1 and daemon.gate.state is State.MUTED
+            and progress.turns >= 40)
+
+
+def test_a_clean_stop_while_listening_starts_listening_and_says_why(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 1 and state == "listening"
+    assert reason == "at start: listening when last stopped cleanly"
+
+
+def test_a_button_mute_then_a_clean_stop_starts_muted(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    daemon, mic = _button_run(tmp_path, _muted_after_the_press)
+    assert mic.opens == 1 and daemon.gate.state is State.MUTED
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: muted when last stopped"
+
+
+def test_a_button_mute_then_a_start_that_fails_starts_muted_after_it(tmp_path):
+    """P1: a GPIO or SPI part not ready at boot fails one start; the start after it must not open the
+    mic the owner muted with the button."""
+    from gpiozero import LED
+
+    from tallylight.errors import TallylightError
+
+    _listening_when_stopped_cleanly(tmp_path)
+    _button_run(tmp_path, _muted_after_the_press)
+    factory = MockFactory(pin_class=MockPWMPin)
+    taken = LED(LED_PIN, pin_factory=factory)  # the light's pin is not ours at this boot
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=QuietMic().plug_in)
+    with pytest.raises(TallylightError):
+        daemon.run()
+    taken.close()
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted", "the mic opened after a failed start without a touch of the button"
+    assert reason == "at start: the last stop was not clean (start failed)"
+
+
+def test_a_button_mute_then_a_light_failure_starts_muted(tmp_path):
+    """P1: the light fails while muted (ERROR) and the service is stopped: the next start stays muted."""
+    _listening_when_stopped_cleanly(tmp_path)
+
+    def light_gone(daemon, factory):
+        daemon.indicator._device.close()
+
+    daemon, mic = _button_run(tmp_path, lambda d, p: p.backoffs >= 1, fault=light_gone)
+    states = [e.get("state") for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    assert states[-2:] == ["muted", "error"], states
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: error when last stopped"
+
+
+def test_a_crash_with_no_stop_entry_starts_muted(tmp_path):
+    """A crash or power cut leaves no stop entry: even after listening, the next start is muted."""
+    _listening_when_stopped_cleanly(tmp_path)
+    factory = MockFactory(pin_class=MockPWMPin)
+    mic = QuietMic()
+    daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
+                    source_factory=mic.plug_in)
+    mic.daemon = daemon
+    # The process dies after its loop: no shutdown runs; the system closes its files.
+    daemon._shut_down = lambda *_: daemon.ledger.close()
+    _run_until(daemon, lambda d, p: False)  # QuietMic stops it after 20 reads
+    last = list(L.read_entries(tmp_path / "ledger.jsonl"))[-1][1]
+    assert mic.opens == 1 and last["event"] == "state" and last["state"] == "listening"
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted"
+    assert reason == "at start: the last stop was not clean (a crash or a power cut: no stop entry)"
+
+
+def test_a_start_killed_before_its_first_state_starts_muted(tmp_path):
+    """A `start` entry with nothing after it (killed during start-up) is no clean stop."""
+    _listening_when_stopped_cleanly(tmp_path)
+    led = L.Ledger(tmp_path / "ledger.jsonl")
+    led.append("start", version="test", pid=1)  # what the killed start had written
+    led.close()
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason == "at start: the last stop was not clean (a start that failed)"
+
+
+def test_a_damaged_ledger_starts_a_button_muted_and_says_why(tmp_path):
+    _listening_when_stopped_cleanly(tmp_path)
+    (tmp_path / "ledger.head").unlink()  # damaged: cannot show that nothing was cut off
+    opens, (state, reason) = _then_a_quiet_start(tmp_path)
+    assert opens == 0 and state == "muted" and reason.startswith("at start: the ledger was set aside as damaged")

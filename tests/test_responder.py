@@ -9,6 +9,7 @@ and the alarm's gaps run on clocks the tests move by hand.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import wave
 
@@ -48,9 +49,10 @@ def rig(out, tmp_path, monkeypatch):  # noqa: F811
     cfg = dataclasses.replace(Config(), reply=dataclasses.replace(ReplyConfig(), output_device="testout"))
     factory = MockFactory(pin_class=FailingPin)
     FailingPin.fail = False
-    gate = PrivacyGate(make_indicator(IndicatorConfig(kind="led", pin=27), factory), Ledger(tmp_path / "ledger.jsonl"))
+    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, make_indicator(IndicatorConfig(kind="led", pin=27), factory),
+                                                     Ledger(tmp_path / "ledger.jsonl")))
+    gate = pipeline.gate
     gate.switch_changed(False)
-    pipeline = build_pipeline(cfg, gate)
     timer_clock, alarm_clock = Clock(), Clock()
     runner = ActionRunner(cfg.actions, pin_factory=factory, timers=Timers(clock=timer_clock))
     mutes: list[float] = []
@@ -158,7 +160,7 @@ def ring_timer(rig, seconds: float = 60) -> None:
 
 def wait_quiet(rig) -> None:
     assert rig.responder.speaker.wait(20)
-    assert not rig.pipeline.wake_suppressed
+    assert not rig.gate.wake_suppressed
 
 
 def test_alarm_rings_in_bursts_with_quiet_gaps_where_the_wake_word_is_heard(rig):

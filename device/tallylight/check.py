@@ -192,7 +192,7 @@ def _check_state_dir(cfg: Config) -> str:
         raise TallylightError(f"the ledger {path} is intact but has no witness {witness}, so deleting it would go "
                               "unnoticed (`tallylight run` writes one at each start: let its user write "
                               f"{witness.parent})")
-    from tallylight.daemon import VOICE_MUTE_FILE
+    from tallylight.restart import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()
     if voice_muted and cfg.gpio.pin_factory == "mock":

@@ -7,6 +7,7 @@ so the device's own ledger is never touched.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -33,8 +34,9 @@ def listen_file(cfg: Config, path: Path, consumer=None) -> list[Event]:
     source = WavFileSource(path, block_ms=cfg.audio.block_ms, channel_mode=cfg.audio.channel_mode,
                            channel=cfg.audio.channel)
     source.open()
-    gate = PrivacyGate(TerminalIndicator(IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory())
-    pipeline = build_pipeline(cfg, gate, consumer)
+    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, TerminalIndicator(IndicatorConfig(kind="terminal"), out=io.StringIO()),
+                                                     Ledger.in_memory()), consumer)
+    gate = pipeline.gate
     events: list[Event] = []
     wake = pipeline.wake
     best = 0.0  # read after every block: the pipeline resets the detector (and its peak) after a capture

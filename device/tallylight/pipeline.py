@@ -8,7 +8,7 @@ daemon feeds it the microphone, through exactly the same code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tallylight.capture import CaptureBuffer, PrerollRing
@@ -39,9 +39,8 @@ class UtteranceConsumer(Protocol):
 
 
 class Pipeline:
-    def __init__(self, gate: PrivacyGate, wake, endpointer, cfg: CaptureConfig, *,
+    def __init__(self, make_gate: Callable[..., PrivacyGate], wake, endpointer, cfg: CaptureConfig, *,
                  consumer: UtteranceConsumer | None = None, recorder=None):
-        self.gate = gate
         self.wake = wake
         self.endpointer = endpointer
         self.consumer = consumer
@@ -52,18 +51,19 @@ class Pipeline:
         self.buffer = CaptureBuffer(cfg.max_s, cfg.preroll_s)
         self.t = 0.0  # seconds of audio processed
         self.blocks_processed = 0
-        # Set from the reply speaker's thread while it plays, so the speaker cannot wake itself.
-        self.wake_suppressed = False
         self._was_suppressed = False
         self._events: list[Event] = []
-        gate._on_change = self._state_changed
-        gate.wipe = self.forget  # a capture cut off by a mute or an error: wiped before its light goes
+        # The gate wipes what this pipeline holds when it closes the mic (before its light changes)
+        # and tells it of every state change.
+        self.gate = make_gate(wipe=self.forget, on_change=self._state_changed)
 
     def _state_changed(self, old: State, new: State, reason: str) -> None:
         self._events.append(StateChanged(self.t, new.value, old.value, reason))
 
     def drain(self) -> list[Event]:
         """Events that happened outside `process` (state changes made by the daemon)."""
+        if not self._events:
+            return []
         out, self._events = self._events, []
         return out
 
@@ -82,7 +82,7 @@ class Pipeline:
 
     def _listen(self, block: bytes) -> None:
         self.ring.push(block)
-        if self.wake_suppressed:
+        if self.gate.wake_suppressed:  # our own speaker is playing (gate.py rule 7)
             self._was_suppressed = True
             return
         if self._was_suppressed:  # our own reply just ended: forget what the detector heard of it
@@ -123,7 +123,7 @@ class Pipeline:
         duration = self.buffer.duration_s
         if self.consumer:
             self._events.extend(self.consumer.finish(self.t))
-        if self.recorder is not None and self.gate.debug_recording:
+        if self.recorder is not None:
             self._record_for_debugging(duration)
         self.buffer.wipe()
         if self.consumer:
@@ -135,12 +135,11 @@ class Pipeline:
         self.gate.end_capture(duration_s=duration, handed_to=self.consumer.name if self.consumer else "nobody", end=end)
 
     def _record_for_debugging(self, duration: float) -> None:
-        """debug.record_dir: ledger the file, then write it (P4: no audio on disk that the ledger
-        does not name). A failed write leaves no part of the file and is ledgered too."""
+        """debug.record_dir, if the gate allows (gate.py rule 8: it ledgers the file first). A failed
+        write leaves no part of the file and is ledgered too."""
         path = self.recorder.next_path()
-        self.gate.note("debug_recording", file=str(path), duration_s=round(duration, 3))
-        if not self.gate.capturing:
-            return  # the ledger could not be written: the gate failed closed, nothing goes to disk
+        if not self.gate.allow_debug_recording(str(path), duration):
+            return
         try:
             self.recorder.write(path, self.buffer.view())
         except OSError as e:

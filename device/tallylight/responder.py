@@ -59,11 +59,11 @@ class Responder:
         self._closed = False
 
     def _suppress_wake(self) -> None:
-        self._pipeline.wake_suppressed = True
+        self._pipeline.gate.suppress_wake(True)
         _LOG.info("speaker playing: wake detection suppressed")
 
     def _allow_wake(self) -> None:
-        self._pipeline.wake_suppressed = False
+        self._pipeline.gate.suppress_wake(False)
         _LOG.info("speaker done: wake detection back on")
 
     def handle(self, event: Event) -> None:
