@@ -354,7 +354,8 @@ def stage_pipeline(cfg: C.Config, wav: Path, blocks: list[bytes]) -> Measured:
     from tallylight.hardware.indicator import TerminalIndicator
     from tallylight.ledger import Ledger
 
-    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO()), Ledger.in_memory()))
+    light = TerminalIndicator(C.IndicatorConfig(kind="terminal"), out=io.StringIO())
+    pipeline = build_pipeline(cfg, functools.partial(PrivacyGate, light, Ledger.in_memory()))
     gate = pipeline.gate
     gate.switch_changed(muted=False)
     pipeline.drain()
@@ -520,7 +521,8 @@ def overhead_breakdown(cfg: C.Config, rates: dict[str, list[float]], blocks: lis
              f"{_mww_frame_ms(cfg)} ms frame",
              f"  {det - score:6.1f}        framing, edge trigger, refractory (WakeDetector.process minus _score)",
              f"  {proc - det:6.1f}      gate check, pre-roll ring push, events (Pipeline.process minus the detector)"]
-    for key, label in (("PrivacyGate.poll_control", f"PrivacyGate.poll_control (MuteControl.poll, {acc['PrivacyGate.poll_control'][1]} calls)"),
+    for key, label in (("PrivacyGate.poll_control",
+                        f"PrivacyGate.poll_control (MuteControl.poll, {acc['PrivacyGate.poll_control'][1]} calls)"),
                        ("TimedFileMic.read", "the audio source's read (WavFileSource behind the bench's seam)"),
                        (f"{light_cls.__name__}.check", f"{light_cls.__name__}.check (the light's blink thread, "
                                                        f"{acc[f'{light_cls.__name__}.check'][1]} calls)"),

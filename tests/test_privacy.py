@@ -890,8 +890,9 @@ def test_a_crash_with_no_stop_entry_starts_muted(tmp_path):
     daemon = Daemon(replace(make_cfg(tmp_path), mute=BUTTON), pin_factory=factory, notifier=Notifier(env={}),
                     source_factory=mic.plug_in)
     mic.daemon = daemon
-    # The process dies after its loop: no shutdown runs; the system closes its files.
-    daemon._shut_down = lambda *_: daemon.ledger.close()
+    # The process dies after its loop: no shutdown runs; the system closes its files, and so drops
+    # the state directory's lock.
+    daemon._shut_down = lambda *_: (daemon.ledger.close(), daemon.state_lock.release())
     _run_until(daemon, lambda d, p: False)  # QuietMic stops it after 20 reads
     last = list(L.read_entries(tmp_path / "ledger.jsonl"))[-1][1]
     assert mic.opens == 1 and last["event"] == "state" and last["state"] == "listening"
