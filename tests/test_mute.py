@@ -443,3 +443,18 @@ def test_button_never_unmutes_unless_held_stable(seq, start_muted):
 
     run_sequence(ctl, pin, clock, seq, check)
     factory.close()
+
+
+def test_button_released_and_pressed_again_between_two_polls_still_counts(factory, clock):
+    """The loop may be busy for longer than a quick release and press (opening the mic takes up to a
+    second or more): the release is judged by the edges' own times, so the second press is not lost."""
+    ctl, pin = button(factory, clock, muted=False)
+    assert ctl.poll() is None
+    listening(pin)  # a press: mutes at once
+    assert ctl.poll() is True
+    clock.advance(0.1)
+    muting(pin)  # let go ...
+    clock.advance(0.1)
+    listening(pin)  # ... and pressed again, all before the next poll
+    clock.advance(0.1)
+    assert poll_for(ctl, clock, 0.1) == [False], "the second press, held 0.1 s, was lost"

@@ -107,11 +107,12 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class MuteConfig:
-    control: str = _key("switch", _choice("switch", "button"))
+    control: str = _key("switch", _choice("switch", "button", "key"))
     pin: int = _key(17, _pin)
     pull_up: bool = _key(True)
     debounce_ms: int = _key(30, _range(0, 1000))
     at_start: str = _key("last", _choice("last", "muted", "listening"))
+    key: str = _key("space", _choice("space", "m", "enter"))
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,9 @@ def _check_across(where: str, cfg: Config) -> None:
             f"{where}: capture.preroll_s ({cfg.capture.preroll_s:g}) must not exceed capture.ring_s "
             f"({cfg.capture.ring_s:g}): the pre-roll is taken from that ring"
         )
+    if cfg.mute.control == "key" and cfg.gpio.pin_factory != "mock":
+        raise ConfigError(f"{where}: mute.control = 'key' is for trying tallylight without GPIO (a key on the terminal "
+                          "presses a simulated button): set gpio.pin_factory = \"mock\", or wire a switch or button")
     ind = cfg.indicator
     if ind.kind == "rgbled" and -1 in (ind.red_pin, ind.green_pin, ind.blue_pin):
         raise ConfigError(

@@ -80,6 +80,7 @@ class Daemon:
         self.indicator = None
         self.gate: PrivacyGate | None = None
         self.mute = None
+        self.key_button = None  # mute.control = "key": the terminal's key on the simulated button
         self.mic = None
         self.pipeline = None
         self.blocks_read = 0
@@ -128,13 +129,21 @@ class Daemon:
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
-        self.indicator = make_indicator(cfg.indicator, pin_factory=factory)
+        key_hint = f"press {cfg.mute.key} to mute or unmute" if cfg.mute.control == "key" else ""
+        self.indicator = make_indicator(cfg.indicator, pin_factory=factory, hint=key_hint)
         if cfg.debug.record_dir:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start.muted)
         if not physical:
             _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control")
             place_simulated_switch(cfg.mute, factory)
+        if cfg.mute.control == "key":
+            from tallylight.hardware.keyboard import KeyButton
+
+            # Held past the debounce, as a finger holds a real button, so that a press can unmute.
+            self.key_button = KeyButton(factory.pin(cfg.mute.pin), cfg.mute.key, hold_s=cfg.mute.debounce_ms / 1000 + 0.07,
+                                        pull_up=cfg.mute.pull_up)
+            _LOG.warning("the mute control is the %s key on this terminal (mute.control = 'key')", cfg.mute.key)
         make_gate = functools.partial(PrivacyGate, self.indicator, self.ledger, close_mic=self._close_mic,
                                       control=self.mute, kept=KeptVoiceMute(cfg.state_dir, physical),
                                       debug_recording=bool(cfg.debug.record_dir))
@@ -165,7 +174,7 @@ class Daemon:
                 self.ledger.write_witness()
             except TallylightError as e:
                 _LOG.error("%s", e)
-        for part in (self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
+        for part in (self.key_button, self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
             if part is not None:
                 try:
                     part.close()

@@ -72,8 +72,9 @@ def _how_it_stopped(last: dict[str, Any] | None, ledger_set_aside: bool) -> tupl
 
 def physical_control(cfg: Config, pin_factory: Any) -> bool:
     """False only for simulated pins chosen on purpose (gpio.pin_factory = "mock", trying tallylight
-    on a laptop). A pin factory passed in (tests) stands for real pins."""
-    return not (pin_factory is None and cfg.gpio.pin_factory == "mock")
+    on a laptop) with nothing to press them. A pin factory passed in (tests) stands for real pins, and
+    a key on the terminal (mute.control = "key") is a hand on the simulated button: a real control."""
+    return cfg.mute.control == "key" or not (pin_factory is None and cfg.gpio.pin_factory == "mock")
 
 
 def place_simulated_switch(mute: MuteConfig, factory) -> None:

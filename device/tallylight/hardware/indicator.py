@@ -361,9 +361,10 @@ class TerminalIndicator(Indicator):
 
     kind = "terminal light"
 
-    def __init__(self, cfg: IndicatorConfig, out: TextIO = sys.stderr) -> None:
+    def __init__(self, cfg: IndicatorConfig, out: TextIO = sys.stderr, hint: str = "") -> None:
         super().__init__(cfg)
         self.out = out
+        self.hint = hint  # how to mute and unmute here (a key on the terminal), said with each line
         self._shown: tuple[State, Pattern] | None = None
 
     def show(self, state: State, *, recording: bool = False) -> None:
@@ -375,7 +376,8 @@ class TerminalIndicator(Indicator):
                 return
             name = pattern.name if pattern is PATTERNS.get(state) else f"{State(state).name} + {pattern.name}"
             try:
-                self.out.write(f"[tallylight] light: {name} ({pattern.mono.text})\n")
+                hint = f"  [{self.hint}]" if self.hint else ""
+                self.out.write(f"[tallylight] light: {name} ({pattern.mono.text}){hint}\n")
                 self.out.flush()
             except (OSError, ValueError) as e:  # ValueError: write to a closed file
                 raise IndicatorError(f"cannot show the light on the terminal: {e}") from None
@@ -568,7 +570,7 @@ def light_problem(cfg: IndicatorConfig) -> str | None:
     return f"{head}: choose another indicator.kind (the README's light table lists them)"
 
 
-def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.stderr, spi=None) -> Indicator:
+def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.stderr, spi=None, hint: str = "") -> Indicator:
     """The light `cfg` describes. `pin_factory` is the GPIO seam (see hardware.pins); None means
     "this machine's GPIO". `spi` is the SPI seam for APA102 LEDs (None: open /dev/spidevB.D).
     kind = 'auto' is a GPIO LED on indicator.pin when there is GPIO (or a pin factory was given),
@@ -585,7 +587,7 @@ def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.std
             log.info("no GPIO light available: showing the light's state on the terminal")
             kind = "terminal"
     if kind == "terminal":
-        return TerminalIndicator(cfg, out)
+        return TerminalIndicator(cfg, out, hint)
     if kind == "apa102":
         from tallylight.hardware.apa102 import Apa102Strip
 

@@ -59,7 +59,8 @@ class MuteControl:
         if cfg.pin == -1:
             raise SwitchError("mute.pin is -1: tallylight needs a physical mute control; wire a switch or button and set mute.pin")
         self.cfg = cfg
-        self.is_button = cfg.control == "button"
+        # A key on the terminal (hardware/keyboard.py) presses a simulated button.
+        self.is_button = cfg.control in ("button", "key")
         self._what = f"mute {cfg.control} on GPIO{cfg.pin}"
         self._clock = clock
         self._debounce = cfg.debounce_ms / 1000.0
@@ -122,13 +123,20 @@ class MuteControl:
             self._edges.clear()
         level = self._read()
         saw_active = saw_inactive = False
+        # A button let go and pressed again between two polls (the loop was busy opening the mic):
+        # the release counts if it lasted debounce_ms by the edges' own times, or the press is lost.
+        released_at = None if self._level else self._level_since
+        settled_release = False
         for t, active in edges:
             if active:
                 saw_active = True
+                if released_at is not None and t - released_at >= self._debounce:
+                    settled_release = True
             else:
                 saw_inactive = True
             if active != self._level:
                 self._level, self._level_since = active, t
+                released_at = None if active else t
         if level != self._level:  # an edge we did not hear about (or not yet)
             self._level, self._level_since = level, now
             if level:
@@ -139,7 +147,7 @@ class MuteControl:
             saw_inactive = True
         stable = now - self._level_since >= self._debounce
         if self.is_button:
-            return self._decide_button(saw_active, stable)
+            return self._decide_button(saw_active, stable, settled_release)
         return self._decide_switch(saw_inactive, stable)
 
     def _decide_switch(self, saw_mute_position: bool, stable: bool) -> bool | None:
@@ -155,12 +163,15 @@ class MuteControl:
             return False
         return None
 
-    def _decide_button(self, saw_press: bool, stable: bool) -> bool | None:
+    def _decide_button(self, saw_press: bool, stable: bool, settled_release: bool = False) -> bool | None:
         if self._held:
             # Held down: wait for a release that stays released before a new press can count.
-            if not self._level and stable:
-                self._held = False
-            return None
+            if settled_release:
+                self._held = False  # ... and a new press came after it: judged below
+            else:
+                if not self._level and stable:
+                    self._held = False
+                return None
         if not self.muted and (saw_press or self._level):
             self._held = True  # the first edge of a press mutes at once
             self.muted = True
