@@ -24,11 +24,11 @@ import numpy as np
 
 from tallylight.config import FrontendConfig
 from tallylight.errors import EngineError
+from tallylight.pcm import BYTES_PER_SAMPLE, RATE
 
 _LOG = logging.getLogger(__name__)
 
-RATE = 16000
-_WEBRTC_FRAME_BYTES = 320  # WebRTC's processor takes exactly 10 ms of 16 kHz s16le
+_WEBRTC_FRAME_BYTES = RATE // 100 * BYTES_PER_SAMPLE  # WebRTC's processor takes exactly 10 ms of 16 kHz s16le
 
 
 class HighPass:

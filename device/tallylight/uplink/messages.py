@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tallylight.pcm import RATE
 from tallylight.uplink.framing import Frame, FrameSplitter, ProtocolError, encode_frame
 
 MAX_TEXT_CHARS = 2000  # a spoken sentence or a reply; Home Assistant's long replies are cut by the uplink
@@ -34,7 +35,7 @@ MAX_ID_CHARS = 64
 MAX_SECONDS = 24 * 3600  # Home Assistant's timers are minutes to hours; nothing here needs more than a day
 MAX_SEQ = 2**31 - 1
 MAX_PCM_BYTES = 32 * 1024  # = framing.MAX_DATA_BYTES: 1.024 s of s16le mono 16 kHz
-PCM_RATE = 16000  # every PCM on this socket is s16le mono at this rate: nothing to negotiate, nothing to check
+PCM_RATE = RATE  # every PCM on this socket is s16le mono at this rate: nothing to negotiate, nothing to check
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # C0 and C1 controls, DEL, and lone surrogates: nothing to speak, and a newline could forge a log line.
