@@ -273,3 +273,19 @@ def test_neighbouring_slots_with_a_word_between_are_fine():
     g = Grammar(parse_commands({"add": {"phrases": ["add {a} and {b}"], "slots": {"a": "1-99", "b": "1-99"}, "action": "stop"}}, WHERE))
     assert g.match("add twenty and one").slots == {"a": 20, "b": 1}
     assert g.match("add twenty one and five").slots == {"a": 21, "b": 5}
+
+
+@pytest.mark.parametrize("action, options, reply", [
+    ("run", {"argv": ["/bin/echo", "hi"]}, "{output}"),
+    ("gpio", {"pin": 23, "set": "toggle"}, "The fan is {state}."),
+    ("timer_cancel", {}, "{count} timer cancelled."),
+])
+def test_each_reply_field_docs_commands_md_names_is_accepted(action, options, reply):
+    """docs/commands.md offers {output} for a run reply (and {state}, {count}): the check takes them."""
+    cmds = parse_commands({"x": {"phrases": ["do the thing"], "action": action, "reply": reply, **options}}, "t")
+    assert cmds[0].reply == reply
+
+
+def test_a_reply_field_the_action_does_not_give_is_still_refused():
+    with pytest.raises(ConfigError, match="output"):
+        parse_commands({"x": {"phrases": ["do the thing"], "action": "time", "reply": "{output}"}}, "t")

@@ -575,7 +575,7 @@ for _spec in (
     ActionSpec("timer", ActionRunner._do_timer, FrozenMap(seconds=Option((int,), check=_range(1, 24 * 3600))),
                check=_check_timer_options, reply_fields=frozenset({"duration"}),
                default_reply="Timer set for {duration}."),
-    ActionSpec("timer_cancel", ActionRunner._do_timer_cancel, default_reply="Timer cancelled."),
+    ActionSpec("timer_cancel", ActionRunner._do_timer_cancel, reply_fields=frozenset({"count"}), default_reply="Timer cancelled."),
     ActionSpec("volume_up", ActionRunner._do_volume_up, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
     ActionSpec("volume_down", ActionRunner._do_volume_down, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
     ActionSpec("stop", ActionRunner._do_stop, immediate=True),
@@ -585,12 +585,12 @@ for _spec in (
         set=Option((str,), required=True, check=_set_choice),
         pulse_s=Option((float, int), check=_range(0.01, 60)),
         active_high=Option((bool,), default=True),
-    ), check=_check_gpio_options, default_reply="Okay."),
+    ), check=_check_gpio_options, reply_fields=frozenset({"state"}), default_reply="Okay."),
     ActionSpec("run", ActionRunner._do_run, FrozenMap(
         argv=Option((list,), required=True),
         pass_transcript=Option((bool,), default=False),
         timeout_s=Option((float, int), check=_range(0.1, 600)),
-    ), check=_check_run_options, default_reply="Okay."),
+    ), check=_check_run_options, reply_fields=frozenset({"output"}), default_reply="Okay."),
 ):
     register_action(_spec)
 
