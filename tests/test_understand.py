@@ -179,3 +179,40 @@ def test_a_folder_that_is_not_a_vosk_model_gives_one_line_on_stderr(repo, tmp_pa
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 69 and len(lines) == 1, r.stderr
     assert "not a complete vosk model" in lines[0]
+
+
+def test_a_word_pocketsphinx_lacks_can_be_given_its_pronunciation_in_the_config(repo, tmp_path, synth):
+    """The error names the key that fixes it, and the key does: with [recognizer] pronunciations the
+    word is in the grammar and a command with it is heard."""
+    from tallylight import config
+    from tallylight.errors import UnknownWordsError
+    from tallylight.listen import listen_file
+    from tallylight.speech.understand import make_understander
+
+    text = (repo / "config" / "tallylight.toml").read_text().replace('engine = "auto"', 'engine = "pocketsphinx"')
+    text += '\n[commands.zorbo]\nphrases = ["wake up zorbo"]\naction = "stop"\n'
+    conf = tmp_path / "t.toml"
+    conf.write_text(text)
+    with pytest.raises(UnknownWordsError) as e:
+        make_understander(config.load(conf))
+    assert "[recognizer] pronunciations" in str(e.value) and "docs/commands.md" in str(e.value)
+    conf.write_text(text.replace("pronunciations = {}", 'pronunciations = { zorbo = "Z AO R B OW" }'))
+    cfg = config.load(conf)
+    consumer = make_understander(cfg)
+    try:
+        clip = synth("okay nabu, wake up zorbo", lead_s=0.8, tail_s=1.5)
+        intents = [e.name for e in listen_file(cfg, clip, consumer) if e.kind == "intent"]
+    finally:
+        consumer.close()
+    assert intents == ["zorbo"]
+
+
+@pytest.mark.parametrize("table", ['{ Zorbo = "Z AO R B OW" }', '{ zorbo = "Z AO R B Q" }', '{ zorbo = "" }', '{ zorbo = 3 }'])
+def test_a_pronunciation_that_is_not_arpabet_is_a_config_error(tmp_path, table):
+    from tallylight import config
+    from tallylight.errors import ConfigError
+
+    conf = tmp_path / "t.toml"
+    conf.write_text(f"[recognizer]\npronunciations = {table}\n")
+    with pytest.raises(ConfigError, match="recognizer.pronunciations must be a table of words and their ARPABET phones"):
+        config.load(conf)

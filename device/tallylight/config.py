@@ -55,6 +55,24 @@ def _lowered_view(value: Any) -> str | None:
     return None if value == 0 or 0.5 <= value <= 0.95 else "0 (off) or a speed factor from 0.5 to 0.95"
 
 
+# ARPABET as cmudict writes it: 39 phones, vowels with an optional stress digit 0-2.
+_ARPABET = {"AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY",
+            "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH"}
+
+
+def _pronunciations(value: Any) -> str | None:
+    fix = ('a table of words and their ARPABET phones, like { nabu = "N AA B UW" } '
+           "(the phones cmudict uses: docs/commands.md, \"Words the recognizer does not know\")")
+    if len(value) > 200:
+        return fix
+    for word, phones in value.items():
+        if not (isinstance(word, str) and word.replace("'", "").isalpha() and word == word.lower()
+                and isinstance(phones, str) and phones.split()
+                and all(p.rstrip("012") in _ARPABET for p in phones.upper().split())):
+            return fix
+    return None
+
+
 def _key(default: Any, check: Callable[[Any], str | None] | None = None, types: tuple = ()) -> Any:
     """A config key: its default, an optional value check, and the accepted TOML types."""
     return field(default=default, metadata={"check": check, "types": types or (type(default),)})
@@ -153,6 +171,8 @@ class RecognizerConfig:
     engine: str = _key("auto", _choice("auto", "vosk", "pocketsphinx", "both"))
     vosk_model: str = _key("")
     min_confidence: float = _key(0.5, _range(0.0, 1.0), (float, int))
+    # (word, ARPABET phones) pairs, from a TOML table: pocketsphinx's words for what cmudict lacks.
+    pronunciations: tuple = _key((), lambda v: _pronunciations(v), (dict,))
 
 
 @dataclass(frozen=True)
@@ -268,6 +288,8 @@ def _check_value(where: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     expected = check(value) if check else None
     if expected:
         raise ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
+    if isinstance(value, dict):  # the sections are frozen: a table becomes sorted (key, value) pairs
+        return tuple(sorted(value.items()))
     return tuple(value) if isinstance(value, list) else value  # the sections are frozen: no lists in them
 
 

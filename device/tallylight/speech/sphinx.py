@@ -210,7 +210,8 @@ class SphinxRecognizer(Recognizer):
             missing = ", ".join(sorted(self._missing))
             self.close()
             raise UnknownWordsError(f"pocketsphinx's dictionary has no pronunciation for: {missing} "
-                                    "(rephrase the command, or give the word an ARPABET pronunciation)",
+                                    "(rephrase the command, or spell how it sounds: [recognizer] pronunciations = "
+                                    '{ word = "W ER D" }, in the ARPABET phones of cmudict; docs/commands.md shows how)',
                                     frozenset(self._missing))
         to_add: list[tuple[str, str]] = []
         for w in sorted(self._words):

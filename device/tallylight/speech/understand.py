@@ -271,7 +271,8 @@ def make_understander(cfg: Config) -> Understander | PairedUnderstander:
     wake_words = wake_words_of(cfg)
     # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
     common = dict(phrases=grammar.vosk_phrases(wake_prefix=" ".join(wake_words)), words=grammar.vocabulary(), state_dir=cfg.state_dir,
-                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug")
+                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug",
+                  extra_pronunciations={w: p.upper() for w, p in cfg.recognizer.pronunciations})
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
     except UnknownWordsError as e:
