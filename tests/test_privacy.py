@@ -369,6 +369,30 @@ def test_mic_loss_fails_closed_and_recovers(tmp_path, clips):
     assert mic.closes >= 1 and mic.violations == []
 
 
+class NoMic(ScriptedMic):
+    """No microphone at all: every open fails, as PyAudio does with the device unplugged."""
+
+    def open(self):
+        raise AudioDeviceError("no microphone 'test' (OSError -9996 Invalid device): plug it in")
+
+
+def test_with_no_mic_the_log_never_says_recovered(tmp_path, clips, caplog):
+    """Leaving the error backoff is not a recovery until the microphone really opens again."""
+    with caplog.at_level("INFO", logger="tallylight.daemon"):
+        rc, daemon, mic, probe, states = _run_with(tmp_path, NoMic, clips["silence"], until=_backed_off_twice)
+    said = [r.getMessage() for r in caplog.records]
+    assert "error" in states and mic.opens == 0
+    assert not [m for m in said if m.startswith("recovered")], said
+    assert any(m.startswith("error cleared: opening the microphone again") for m in said), said
+
+
+def test_after_a_mic_loss_the_log_says_recovered_once_it_reads_again(tmp_path, clips, caplog):
+    with caplog.at_level("INFO", logger="tallylight.daemon"):
+        _run_with(tmp_path, FailingMic, clips["silence"] * 4, fail_at=10)
+    said = [r.getMessage() for r in caplog.records]
+    assert said.index("recovered: listening") > max(i for i, m in enumerate(said) if m.startswith("microphone open"))
+
+
 class BreakLightMic(ScriptedMic):
     def read(self):
         if self.reads == 5:

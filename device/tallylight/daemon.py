@@ -81,6 +81,7 @@ class Daemon:
         self.gate: PrivacyGate | None = None
         self.mute = None
         self.key_button = None  # mute.control = "key": the terminal's key on the simulated button
+        self._reopening = False  # out of an error into LISTENING, the microphone not open again yet
         self.mic = None
         self.pipeline = None
         self.blocks_read = 0
@@ -219,6 +220,10 @@ class Daemon:
         if not self.mic.is_open:
             self.mic.open()
             _LOG.info("microphone open: %s", getattr(getattr(self.mic, "device", None), "name", "the audio source"))
+            if self._reopening:
+                self._reopening = False
+                _LOG.info("recovered: listening")
+                self.notifier.status(State.LISTENING.value)
         block = self.mic.read()  # returns early, empty, when the mute control's edge_event is set
         if self.mute.edge_event.is_set():
             # An edge while reading: decide now; a block read across a mute edge is dropped.
@@ -278,6 +283,10 @@ class Daemon:
             if isinstance(ev, StateChanged) and State.ERROR.value in (ev.state, ev.previous):
                 if ev.state == State.ERROR.value:
                     self.notifier.status(f"error: {ev.reason}")
+                elif ev.state == State.LISTENING.value:
+                    # Not recovered yet: the microphone may well fail to open again (it is unplugged).
+                    _LOG.info("error cleared: opening the microphone again")
+                    self._reopening = True
                 else:
                     _LOG.info("recovered: %s", ev.state)
                     self.notifier.status(ev.state)
