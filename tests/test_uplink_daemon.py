@@ -356,8 +356,9 @@ class UplinkThread:
         self.thread.join(WAIT_S)
 
 
+@pytest.mark.parametrize("tts", ["none", "wav"], ids=["own_voice", "home_assistants_voice"])
 def test_okay_nabu_turn_on_the_kitchen_light_goes_to_home_assistant_as_text_and_its_reply_is_spoken(
-        tmp_path, short_dir, synth, monkeypatch):
+        tmp_path, short_dir, synth, monkeypatch, tts):
     from tallylight.speech.understand import make_understander
 
     import speech
@@ -373,18 +374,27 @@ def test_okay_nabu_turn_on_the_kitchen_light_goes_to_home_assistant_as_text_and_
               understander=make_understander,
               extra={"recognizer": {"engine": "pocketsphinx"}, "reply": {"output_device": "testout"}})
     said: list[str] = []
-    with UplinkThread(sock, tts="none") as up, rig:
+    with UplinkThread(sock, tts=tts) as up, rig:
         speaker = rig.daemon.responder.speaker
         say = speaker.say
         speaker.say = lambda text: (said.append(text), say(text))[1]
         until(lambda: rig.daemon.uplink.link.connected and up.bridge.connected, what="the uplink connected")
         rig.mic.speak.set()
         until(lambda: up.ha.runs(), what="Home Assistant asked")
-        until(lambda: said and not speaker.speaking, what="the reply spoken")
+        until(lambda: up.ha.runs() and rig.daemon.uplink.received["PipelineEvent"] >= 3 and not speaker.speaking
+              and played.exists() and played.stat().st_size, what="the reply played")
     (run,) = up.ha.runs()
     assert run["input"] == {"text": "turn on the kitchen light"} and run["start_stage"] == "intent"
-    assert said == ["Turned on the kitchen light"]
-    assert played.stat().st_size > 16000, "the reply was not played"
+    if tts == "none":  # no speech from Home Assistant: its words in our own voice (espeak-ng at 22050 Hz)
+        assert said == ["Turned on the kitchen light"] and played.stat().st_size > 22050
+    else:  # Home Assistant's own speech, 0.7 s resampled to 16 kHz by the uplink, played as it came
+        import numpy as np
+
+        n = 2 * int(0.7 * 16000)
+        data = played.read_bytes()  # ALSA pads the last period with silence: the speech, then zeros
+        assert said == [] and len(data) >= n and not any(data[n:])
+        pcm = np.frombuffer(data[:n], "<i2").astype(float)
+        assert abs(np.argmax(np.abs(np.fft.rfft(pcm))) * 16000 / len(pcm) - 440) < 5  # fake HA's 440 Hz tone
     assert up.audio_bytes == 0 and up.ha.binary == [], "audio crossed the socket"
     assert "uploading" not in rig.states and "capturing" in rig.states
     (sent,) = [e for e in rig.ledger() if e["event"] == "text_sent"]
