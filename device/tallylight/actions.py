@@ -14,6 +14,8 @@ Actions (`command.action`):
 - `stop`: sets `ActionResult.stop`; the daemon cuts the reply or alarm that is playing.
 - `mute`: sets `ActionResult.mute`.
 - `gpio`: `options.pin` (BCM), `options.set` = on | off | toggle | pulse, `options.pulse_s`.
+- `home_assistant`: sets `ActionResult.to_home_assistant` to the words heard; the daemon sends them to
+  Home Assistant through the uplink (speech/ha_sentences.py builds this command from its sentences).
 - `run`: `options.argv`, a list run without a shell, `{slot}` placeholders filled per element.
 
 Reply templates (`command.reply`) may use the slots by name and these fields (they win over a slot
@@ -73,6 +75,8 @@ class ActionResult:
     detail: str = ""
     mute: bool = False  # the daemon enters MUTED through the privacy gate
     stop: bool = False  # the daemon cuts the current reply or alarm
+    # Text for Home Assistant's conversation: the daemon sends it over the uplink socket (text only, never audio)
+    to_home_assistant: str | None = None
 
 
 # -- the mixer ------------------------------------------------------------------------------------
@@ -330,6 +334,11 @@ class ActionRunner:
         now = spoken_time(self._clock())
         return ActionResult(True, self.reply(match, time=now), now)
 
+    def _do_home_assistant(self, match: Any) -> ActionResult:
+        # Only the words go; the daemon sends them (the runner has no socket) and ledgers what was sent.
+        return ActionResult(True, self.reply(match), f"{len(match.text)} characters for Home Assistant",
+                            to_home_assistant=match.text)
+
     def _do_timer(self, match: Any) -> ActionResult:
         seconds = timer_seconds(match)
         if seconds is None:
@@ -580,6 +589,9 @@ for _spec in (
     ActionSpec("volume_down", ActionRunner._do_volume_down, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
     ActionSpec("stop", ActionRunner._do_stop, immediate=True),
     ActionSpec("mute", ActionRunner._do_mute, default_reply=MUTE_REPLY, immediate=True),
+    # Immediate: the sentence is handed to the uplink's non-blocking queue on the audio thread, which owns the
+    # socket; it must not wait behind a slow `run` program (Home Assistant's answer is the reply).
+    ActionSpec("home_assistant", ActionRunner._do_home_assistant, immediate=True),
     ActionSpec("gpio", ActionRunner._do_gpio, FrozenMap(
         pin=Option((int,), required=True, check=_bcm),
         set=Option((str,), required=True, check=_set_choice),

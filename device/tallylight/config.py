@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -200,8 +201,23 @@ def _names(value: Any) -> str | None:
     return None
 
 
+def _uplink_user(value: Any) -> str | None:
+    # A user name (resolved when the daemon starts, so a config can be checked on another machine) or a uid.
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10}", value):
+        return "a user name like \"tallylight-uplink\", or a numeric uid"
+    return None
+
+
 @dataclass(frozen=True)
 class HomeAssistantConfig:
+    # The daemon's side: off means no socket and no Home Assistant grammar, exactly as without an uplink.
+    enabled: bool = _key(False)
+    socket: str = _key("/run/tallylight/uplink.sock")
+    uplink_user: str = _key("tallylight-uplink", _uplink_user)
+    ledger_text: bool = _key(False)
+    announce_while_muted: bool = _key(False)
+    timer_ring_max_s: float = _key(60.0, _range(5.0, 600.0), (float, int))
+    reply_audio_max_s: float = _key(30.0, _range(1.0, 120.0), (float, int))
     url: str = _key("")
     token_file: str = _key("/var/lib/tallylight-uplink/ha.token")
     device_id: str = _key("")

@@ -68,6 +68,7 @@ class Daemon:
         self._source_factory = source_factory
         self._respond = respond  # act on commands and speak replies (off for tests of the audio path)
         self.responder = None
+        self.uplink = None  # the UplinkPort, only with [home_assistant] enabled: otherwise no socket at all
         self._ready_sent = False
         self._blocks_since_check = _FULL_CHECK_EVERY
         if notifier is None:
@@ -154,7 +155,13 @@ class Daemon:
         if self._respond:
             from tallylight.responder import Responder
 
-            self.responder = Responder(cfg, self.pipeline, voice_mute=self.voice_mute, pin_factory=factory)
+            self.responder = Responder(cfg, self.pipeline, voice_mute=self.voice_mute, pin_factory=factory,
+                                       to_home_assistant=self._to_home_assistant if cfg.home_assistant.enabled else None)
+        if cfg.home_assistant.enabled:
+            from tallylight.uplink_port import UplinkPort
+
+            self.uplink = UplinkPort(cfg.home_assistant, self.gate, self.responder)
+            self.uplink.open()
         if self._source_factory is not None:
             self.mic = self._source_factory(cfg.audio)
         else:
@@ -175,7 +182,7 @@ class Daemon:
                 self.ledger.write_witness()
             except TallylightError as e:
                 _LOG.error("%s", e)
-        for part in (self.key_button, self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
+        for part in (self.key_button, self.uplink, self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
             if part is not None:
                 try:
                     part.close()
@@ -188,8 +195,7 @@ class Daemon:
         backoff = 0.5
         while not self._stopping.is_set():
             self.notifier.watchdog()
-            if self.responder is not None:
-                self.responder.poll()
+            self._poll_outputs()
             try:
                 if self.gate.state is State.ERROR:
                     self._recover()
@@ -202,6 +208,16 @@ class Daemon:
             if self.gate.state is State.ERROR:
                 self._wait(backoff)
                 backoff = min(backoff * 2, self.cfg.daemon.retry_max_s)
+
+    def _poll_outputs(self) -> None:
+        """Replies, timers and the uplink socket: each poll returns at once."""
+        if self.responder is not None:
+            self.responder.poll()
+        if self.uplink is not None:
+            self.uplink.poll()
+
+    def _to_home_assistant(self, text: str) -> bool:
+        return self.uplink is not None and self.uplink.send_text(text)
 
     def _turn(self) -> None:
         self._blocks_since_check += 1
@@ -273,13 +289,14 @@ class Daemon:
         deadline = time.monotonic() + seconds
         while not self._stopping.is_set() and time.monotonic() < deadline:
             self.notifier.watchdog()
-            if self.responder is not None:
-                self.responder.poll()
+            self._poll_outputs()
             self._stopping.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _emit(self, events: Sequence[Event]) -> None:
         for ev in events:
             _LOG.info("%s", _describe(ev))
+            if isinstance(ev, StateChanged) and self.uplink is not None:
+                self.uplink.state_changed(State(ev.state))
             if isinstance(ev, StateChanged) and State.ERROR.value in (ev.state, ev.previous):
                 if ev.state == State.ERROR.value:
                     self.notifier.status(f"error: {ev.reason}")

@@ -108,7 +108,7 @@ def make_sounds() -> dict[str, bytes]:
 class _Item:
     __slots__ = ("kind", "payload", "generation")
 
-    def __init__(self, kind: str, payload: str, generation: int) -> None:
+    def __init__(self, kind: str, payload: Any, generation: int) -> None:
         self.kind, self.payload, self.generation = kind, payload, generation
 
 
@@ -178,6 +178,20 @@ class Speaker:
             return
         self._enqueue("sound", name)
 
+    def play(self, pcm: bytes, rate: int) -> None:
+        """Queue s16le mono PCM (Home Assistant's speech, decoded by the uplink) to play like a reply."""
+        if not pcm:
+            return
+        if not self._cfg.enabled:
+            log.info("speech audio of %d bytes not played (spoken replies are off)", len(pcm))
+            return
+        self._enqueue("pcm", (pcm, rate))
+
+    @property
+    def enabled(self) -> bool:
+        """reply.enabled: False means say() and play() only log."""
+        return bool(self._cfg.enabled)
+
     @property
     def speaking(self) -> bool:
         """True from on_start() to on_end(): while this is True, wake detection must be suppressed."""
@@ -207,9 +221,9 @@ class Speaker:
 
     # -- worker -------------------------------------------------------------------------------
 
-    def _enqueue(self, kind: str, payload: str) -> None:
+    def _enqueue(self, kind: str, payload: Any) -> None:
         if self._closed:
-            log.warning("speaker is closed; not playing %s %r", kind, payload)
+            log.warning("speaker is closed; not playing %s", kind)
             return
         with self._cv:
             self._pending += 1
@@ -231,7 +245,7 @@ class Speaker:
                         self._play_item(item)
                     else:
                         # Suppression could not be turned on: playing now could wake us. Drop it.
-                        log.error("not playing %s %r: on_start failed", item.kind, item.payload)
+                        log.error("not playing %s %s: on_start failed", item.kind, _shown(item))
                     self._done_item()
                     try:
                         item = self._queue.get(timeout=self._tail_s)
@@ -271,12 +285,14 @@ class Speaker:
         try:
             if item.kind == "sound":
                 self._play(self._sounds[item.payload], TONE_RATE, item)
+            elif item.kind == "pcm":
+                self._play(*item.payload, item)
             else:
                 got = self._synth(item.payload, item)
                 if got is not None:
                     self._play(got[0], got[1], item)
         except Exception as e:  # noqa: BLE001 - one bad utterance must not end the speaker
-            self._fail(f"{item.kind} {item.payload!r} failed: {e}")
+            self._fail(f"{item.kind} {_shown(item)} failed: {e}")
 
     def _fail(self, message: str) -> None:
         self.last_error = message
@@ -374,6 +390,11 @@ class Speaker:
             msg = _last_line(err) or f"exit status {proc.returncode}"
             dev = self._cfg.output_device or "the default device"
             self._fail(f"aplay could not play on {dev}: {msg} (set reply.output_device; `aplay -L` lists devices)")
+
+
+def _shown(item: _Item) -> str:
+    """An item for the log: its text or sound name, or only the size of PCM."""
+    return f"of {len(item.payload[0])} bytes" if item.kind == "pcm" else repr(item.payload)
 
 
 def _last_line(data: bytes) -> str:

@@ -29,6 +29,8 @@ ALARM_REPEATS = 10  # rings of ~2.3 s: about 45 s of alarm, unless "stop" or "ca
 # Quiet between two rings, with wake detection on: time to say "okay nabu" (about 1 s) and be heard.
 # No ring starts while a capture is open (the command after the wake word must not be drowned).
 ALARM_GAP_S = 2.0
+ALARM_RING_S = 2.3  # one ring of reply.make_sounds()["alarm"]
+NOT_CONNECTED = "Home Assistant is not connected."
 # Actions whose spec says `immediate` (mute, stop: they only set flags) are applied on the audio
 # thread as soon as they are heard. Not timer_cancel: it must not overtake a "set a timer" still
 # queued behind a slow program; while an alarm rings it is handled at once, in handle.
@@ -43,9 +45,12 @@ WAKE_CHIME_WAIT_S = 0.3
 
 class Responder:
     def __init__(self, cfg: Config, pipeline, *, voice_mute: Callable[[], None], pin_factory: Any = None,
-                 speaker: Any = None, runner: Any = None, clock: Callable[[], float] = time.monotonic):
+                 speaker: Any = None, runner: Any = None, clock: Callable[[], float] = time.monotonic,
+                 to_home_assistant: Callable[[str], bool] | None = None):
         self._pipeline = pipeline
         self._voice_mute = voice_mute
+        # Hands text to the uplink (the daemon's UplinkPort): False when it could not go. None: no Home Assistant.
+        self._to_home_assistant = to_home_assistant
         self.runner = runner or ActionRunner(cfg.actions, pin_factory=pin_factory)
         self.speaker = speaker or Speaker(cfg.reply, on_start=self._suppress_wake, on_end=self._allow_wake)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tallylight-actions")
@@ -117,6 +122,12 @@ class Responder:
         elif now - self._quiet_since >= ALARM_GAP_S:
             self._ring()
 
+    def ring(self, rings: int) -> None:
+        """Ring the alarm `rings` times (a Home Assistant timer), stopped by "stop" like a local one."""
+        self._alarm_left = max(self._alarm_left, rings)
+        self._ringing = True
+        self._ring_now = True
+
     def _wake_chime(self) -> None:
         if not self._pipeline.gate.capturing or self._pipeline.endpointer.speech_started:
             self._chime_due = None  # the capture is over, or the command is being spoken: no chime over it
@@ -141,6 +152,12 @@ class Responder:
             self._stop_alarm()
         if result.mute:
             self._voice_mute()
+        if result.to_home_assistant is not None:
+            if self._to_home_assistant is None:
+                _LOG.warning("a home_assistant command was heard, but [home_assistant] enabled is false")
+                self.speaker.say("Home Assistant is not set up.")
+            elif not self._to_home_assistant(result.to_home_assistant):
+                self.speaker.say(NOT_CONNECTED)
         if result.reply:
             _LOG.info("reply: %s", result.reply)
             self.speaker.say(result.reply)

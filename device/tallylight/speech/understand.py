@@ -110,10 +110,20 @@ def commands_of(cfg: Config) -> tuple[Command, ...]:
     """The configured commands; the defaults when the config has no [commands] section. Parsed
     when the config was loaded; parsed here only for a Config built without config.from_dict."""
     if not cfg.commands:
-        return default_commands()
-    if cfg.parsed_commands is not None:
-        return cfg.parsed_commands
-    return parse_commands(cfg.commands, str(cfg.path) if cfg.path else "<config>")
+        local = default_commands()
+    elif cfg.parsed_commands is not None:
+        local = cfg.parsed_commands
+    else:
+        local = parse_commands(cfg.commands, str(cfg.path) if cfg.path else "<config>")
+    if not cfg.home_assistant.enabled:
+        return local
+    # Home Assistant's own sentences, with the owner's names, as one more command (speech/ha_sentences.py).
+    from tallylight.speech import ha_sentences  # only with Home Assistant on: it needs hassil
+
+    built = ha_sentences.build(cfg.home_assistant.names, cfg.home_assistant.areas, local)
+    for line in built.left_out:
+        _LOG.debug("home_assistant sentence left out: %s", line)
+    return local if built.command is None else (*local, built.command)
 
 
 def wake_words_of(cfg: Config) -> tuple[str, ...]:
