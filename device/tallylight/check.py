@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from tallylight.config import Config
 from tallylight.errors import TallylightError
@@ -66,12 +67,12 @@ def run_checks(cfg: Config, out: TextIO) -> int:
 
 
 def _check_audio(cfg: Config, out: TextIO) -> str:
-    from tallylight.audio.device import choose_device, devices_report, open_pyaudio
+    from tallylight.audio.device import devices_report, open_pyaudio, plan_capture
 
     with open_pyaudio() as pa:
         out.write("\n".join("           " + line for line in devices_report(pa).splitlines()) + "\n")
-        dev = choose_device(pa, cfg.audio.device)
-    return f"will capture from [{dev.index}] {dev.name} ({dev.max_input_channels} channels)"
+        plan = plan_capture(pa, cfg.audio)  # what `tallylight run` opens, worked out the same way
+    return f"will capture from {plan.describe()}"
 
 
 def _check_gpio(cfg: Config) -> str:

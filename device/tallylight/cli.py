@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tallylight import __version__
 from tallylight import config as config_mod
@@ -162,10 +162,19 @@ def _ledger_follow(path: Path) -> int:
 
 
 def cmd_devices(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from tallylight.audio.device import devices_report, open_pyaudio
+    from tallylight.audio.device import devices_report, list_input_devices, open_pyaudio, plan_capture
+    from tallylight.errors import AudioDeviceError
 
     with open_pyaudio() as pa:
         print(devices_report(pa))
+        if not list_input_devices(pa):
+            return 0  # the report already says there is none and what to do
+        try:
+            plan = plan_capture(pa, cfg.audio)
+        except AudioDeviceError as e:
+            print(f"with this config: {e}")
+            return 1
+    print(f"with this config, `tallylight run` captures from {plan.describe()}")
     return 0
 
 

@@ -13,10 +13,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 from tallylight.audio.convert import RATE, BlockConverter, Reblocker
 from tallylight.config import AudioConfig
@@ -122,7 +123,7 @@ def list_input_devices(pa: Any) -> list[InputDevice]:
     for i in range(pa.get_device_count()):
         try:
             info = pa.get_device_info_by_index(i)
-        except (OSError, IOError) as e:  # a device vanished between count and lookup
+        except OSError as e:  # a device vanished between count and lookup
             log.debug("device %d: %s", i, e)
             continue
         if int(info.get("maxInputChannels", 0)) > 0:
@@ -144,7 +145,7 @@ def _device_list_text(devices: list[InputDevice]) -> str:
 def _default_input_index(pa: Any) -> int | None:
     try:
         return int(pa.get_default_input_device_info()["index"])
-    except (OSError, IOError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -239,6 +240,40 @@ def choose_format(pa: Any, device: InputDevice, cfg: AudioConfig, pyaudio_module
     )
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    """What `MicSource.open()` opens for a config: the device, its format, and how it is mixed down.
+    `tallylight devices` and `tallylight check` show this same plan, so what they say is what runs."""
+
+    device: InputDevice
+    rate: int
+    channels: int
+    channel_mode: str
+    channel: int
+
+    def mixing(self) -> str:
+        if self.channels == 1:
+            return "mono, nothing to mix"
+        if self.channel_mode == "single":
+            return f"channel {self.channel} of {self.channels} kept"
+        if self.channel_mode == "loudest":
+            return f"the loudest of {self.channels} channels kept, block by block"
+        return f"{self.channels} channels averaged"
+
+    def describe(self) -> str:
+        resample = "" if self.rate == RATE else ", resampled to 16 kHz"
+        return (f"{self.device.name!r} (index {self.device.index}): {self.channels} channel(s) at {self.rate} Hz, "
+                f"{self.mixing()}{resample}")
+
+
+def plan_capture(pa: Any, cfg: AudioConfig, pyaudio_module: ModuleType | None = None) -> CapturePlan:
+    """The device and format `cfg` opens (AudioDeviceError when it cannot be opened as configured)."""
+    module = _pyaudio_module(pyaudio_module)
+    device = choose_device(pa, cfg.device)
+    rate, channels = choose_format(pa, device, cfg, module)
+    return CapturePlan(device, rate, channels, cfg.channel_mode, cfg.channel)
+
+
 def devices_report(pa: Any, pyaudio_module: ModuleType | None = None) -> str:
     """A table of input devices for `tallylight devices` / `tallylight check`: index, name, input
     channels, default rate, and whether 16 kHz mono can be captured without resampling."""
@@ -305,8 +340,8 @@ class MicSource:
             with quiet_stderr():
                 pa = pyaudio.PyAudio()
         try:
-            device = choose_device(pa, self.cfg.device)
-            rate, channels = choose_format(pa, device, self.cfg, pyaudio)
+            plan = plan_capture(pa, self.cfg, pyaudio)
+            device, rate, channels = plan.device, plan.rate, plan.channels
             # One device period per output block: read() then returns about once per block.
             in_frames = max(1, rate * self.cfg.block_ms // 1000)
             try:
@@ -334,10 +369,7 @@ class MicSource:
         self.rate, self.channels, self._in_frames = rate, channels, in_frames
         self._converter = BlockConverter(rate, channels, self.cfg.channel_mode, self.cfg.channel)
         self._blocks.reset()
-        log.info(
-            "microphone %r (index %d): %d Hz, %d channel(s), %s -> 16 kHz mono, %d ms blocks",
-            device.name, device.index, rate, channels, self.cfg.channel_mode, self.cfg.block_ms,
-        )
+        log.info("microphone %s, %d ms blocks", plan.describe(), self.cfg.block_ms)
 
     def read(self) -> bytes:
         """Exactly `block_samples * 2` bytes of 16 kHz mono s16le, or b"" when `interrupt` was set while
@@ -355,7 +387,7 @@ class MicSource:
                 # Overflow (we fell behind) is not an error worth stopping for: the samples are gone
                 # either way, and raising would drop the block PyAudio did read.
                 raw = self._stream.read(self._in_frames, exception_on_overflow=False)
-            except (OSError, IOError) as e:
+            except OSError as e:
                 self._lost(_oserror_text(e))
             data = self._converter.process(raw)
             if len(data) == self._blocks.n and not self._blocks.pending:
@@ -406,7 +438,7 @@ class MicSource:
             for step in (stream.stop_stream, stream.close):
                 try:
                     step()
-                except (OSError, IOError) as e:  # the device may already be gone
+                except OSError as e:  # the device may already be gone
                     log.debug("closing the stream: %s", e)
         if self._converter is not None:
             self._converter.reset()
