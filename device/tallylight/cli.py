@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     dl = msub.add_parser("download", parents=[again], help="download and check a vosk model")
     dl.add_argument("name", help="model name, e.g. small-en-us")
     dl.add_argument("--dest", type=Path, help="folder to unpack into (default: <state dir>/models)")
+    msub.add_parser("list", parents=[again], help="the known vosk models, and where each is installed")
     return p
 
 
@@ -185,8 +186,11 @@ def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from tallylight.speech.models import download_model
+    from tallylight.speech.models import download_model, models_report
 
+    if args.models_verb == "list":
+        print("\n".join(models_report(cfg.state_dir, cfg.recognizer.vosk_model)))
+        return 0
     dest = args.dest or cfg.state_dir / "models"
     path = download_model(args.name, dest)
     print(f"model ready: {path}")
