@@ -136,6 +136,7 @@ class Daemon:
         from tallylight.hardware.indicator import make_indicator
         from tallylight.hardware.mute import MuteControl
         from tallylight.hardware.pins import make_pin_factory
+        from tallylight.wake import wake_phrase
 
         cfg = self.cfg
         self.ledger = Ledger(cfg.state_dir / "ledger.jsonl")
@@ -146,7 +147,7 @@ class Daemon:
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
-        self.indicator = make_indicator(cfg.indicator, pin_factory=factory)
+        self.indicator = make_indicator(cfg.indicator, pin_factory=factory, wake_phrase=wake_phrase(cfg.wake))
         self.gate = PrivacyGate(self.indicator, self.ledger, debug_recording=bool(cfg.debug.record_dir))
         if cfg.debug.record_dir:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)

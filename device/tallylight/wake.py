@@ -34,9 +34,10 @@ import logging
 import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -581,6 +582,18 @@ _FACTORIES: dict[str, Callable[[WakeConfig], WakeDetector]] = {
     "openwakeword": lambda c: OpenWakeWordDetector(c.model, c.sensitivity, c.refractory_s),
     "porcupine": lambda c: PorcupineDetector(c.model, c.sensitivity, c.refractory_s, c.porcupine_access_key_file),
 }
+
+
+def wake_phrase(cfg: WakeConfig) -> str:
+    """The phrase wake.model listens for, without loading the model (for the terminal light's words):
+    a microWakeWord .json config's wake_word, else the model's name ("okay_nabu" -> "okay nabu")."""
+    path = Path(cfg.model).expanduser()
+    if path.suffix == ".json":
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["wake_word"]).lower()
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # make_wake_detector says what is wrong with the file
+    return path.stem.replace("_", " ")
 
 
 def make_wake_detector(cfg: WakeConfig) -> WakeDetector:
