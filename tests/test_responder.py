@@ -9,11 +9,17 @@ and the alarm's gaps run on clocks the tests move by hand.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import time
 import wave
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from test_indicator import FailingPin
+from test_reply import out  # noqa: F401  (ALSA file-plugin output devices)
 
 from tallylight import responder as R
 from tallylight.actions import ActionRunner
@@ -27,8 +33,8 @@ from tallylight.pcm import BYTES_PER_SECOND
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.timers import Timers
-from test_indicator import FailingPin
-from test_reply import out  # noqa: F401  (ALSA file-plugin output devices)
+
+from audio_rigs import have_pulseaudio, pulse_mic
 
 BLOCK = BYTES_PER_SECOND * 20 // 1000  # 20 ms
 
@@ -244,3 +250,75 @@ def test_timers_ring_on_time_while_the_daemon_waits_out_an_error(out, tmp_path, 
         daemon.request_stop()
         thread.join(20)
     assert not thread.is_alive()
+
+
+# -- stopping the daemon while it plays ----------------------------------------------------------------
+
+_DRIVER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from tallylight import config
+from tallylight.daemon import Daemon
+cfg = config.load(sys.argv[1])
+daemon = Daemon(cfg, respond=True)
+daemon.install_signal_handlers()
+bring_up = daemon._bring_up
+def bring_up_then_play():
+    bring_up()
+    if sys.argv[2] == "alarm":
+        daemon.responder.runner.timers.start(0.1)  # rings on the daemon's next turns, as a timer does
+    else:
+        daemon.responder.speaker.say("This is a long reply that goes on and on, and on. " * 4)
+daemon._bring_up = bring_up_then_play
+sys.exit(daemon.run())
+"""
+
+
+@pytest.mark.parametrize("playing, how", [("alarm", "ctrl-c"), ("reply", "ctrl-c"), ("alarm", "sigterm")])
+def test_ctrl_c_or_sigterm_ends_the_daemon_promptly_while_it_plays(tmp_path, playing, how):
+    """`tallylight run` in a real process, with a mic and a speaker that play in real time (PulseAudio
+    null sinks). Once the alarm or a reply is being heard, Ctrl-C (SIGINT to the terminal's whole
+    process group, aplay and espeak-ng included) or SIGTERM (systemd) ends it at once, cleanly: the
+    daemon stops its own players, and a player hit by the terminal's Ctrl-C is no playback error."""
+    if not have_pulseaudio():
+        pytest.skip("pulseaudio, pulseaudio-utils and libasound2-plugins are needed (scripts/test installs them)")
+    with pulse_mic(tmp_path / "pa", rate=16000, channels=1, apply=False) as mic:
+        played = tmp_path / "played.raw"
+        speaker_conf = tmp_path / "speaker.conf"
+        speaker_conf.write_text(f'pcm.speaker {{ type file slave.pcm {{ type pulse }} file "{played}" format "raw" }}\n')
+        env = dict(mic.env, PYTHONUNBUFFERED="1", ALSA_CONFIG_PATH=f"{mic.env['ALSA_CONFIG_PATH']}:{speaker_conf}")
+        conf = tmp_path / "t.toml"
+        conf.write_text(f'[audio]\ndevice = "{mic.alsa_name}"\nchannels = 1\n[gpio]\npin_factory = "mock"\n'
+                        f'[indicator]\nkind = "terminal"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+                        '[reply]\noutput_device = "speaker"\n')
+        proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(conf), playing], env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        log: list[str] = []
+        try:
+            for line in proc.stderr:
+                log.append(line.rstrip("\n"))
+                if "speaker playing" in line:
+                    break
+            # Until a second of it has been played: the signal comes mid-sound.
+            deadline = time.monotonic() + 30
+            while not (played.exists() and played.stat().st_size > 22050 * 2):
+                assert time.monotonic() < deadline, "\n".join(log)
+                time.sleep(0.02)
+            signalled = time.monotonic()
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=20)
+            took = time.monotonic() - signalled
+            log += proc.stderr.read().splitlines()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = "\n".join(log)
+    assert rc == 0, text
+    assert took < 1.5, f"{took:.2f} s from the signal to the end of the process\n{text}"
+    assert "Traceback" not in text and "could not play" not in text and "ERROR" not in text, text
+    assert "light: OFF" in log[-1], text
+    print(f"{playing}, {how}: {took:.2f} s from the signal to exit")

@@ -18,6 +18,7 @@ queue is empty; the pair is called even when playback fails or is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
@@ -25,7 +26,8 @@ import re
 import subprocess
 import threading
 import wave
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,7 +288,10 @@ class Speaker:
     def _spawn(self, argv: list[str], item: _Item, **kw: Any) -> subprocess.Popen | None:
         """Start a child and register it for stop(); None when stopped meanwhile or missing."""
         try:
-            proc = subprocess.Popen(argv, env=self._env, **kw)
+            # A process group of its own: a Ctrl-C at the terminal goes to the whole foreground group,
+            # and would cut aplay mid-write into a logged "could not play" before the daemon even
+            # begins to stop. The daemon stops its players itself (stop(), close()).
+            proc = subprocess.Popen(argv, env=self._env, process_group=0, **kw)
         except FileNotFoundError:
             hint = "apt-get install espeak-ng" if argv[0].endswith("espeak-ng") else "apt-get install alsa-utils"
             self._fail(f"{argv[0]} not found ({hint})")
@@ -305,10 +310,8 @@ class Speaker:
     @staticmethod
     def _kill(proc: subprocess.Popen | None) -> None:
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            except ProcessLookupError:
-                pass
 
     def _synth(self, text: str, item: _Item) -> tuple[bytes, int] | None:
         """Text -> (s16le mono PCM, rate) with espeak-ng. The text goes in on stdin, never as an

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from tallylight.config import Config
 from tallylight.events import Event, IntentMatched, NoMatch, WakeDetected
@@ -134,6 +135,7 @@ class Responder:
         if self._closed:
             return
         self._closed = True
+        self.speaker.stop()  # silence first: an action still running below must not keep the alarm going
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.speaker.close()
         self.runner.close()
