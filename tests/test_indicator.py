@@ -137,6 +137,39 @@ def test_readme_table_names_every_pattern_in_the_lights_own_words(repo):
         assert happening.startswith(words[0].upper() + words[1:] + "."), name
 
 
+_COLOUR_NAMES = {RED: "red", GREEN: "green", WHITE: "white", BLUE: "blue", AMBER: "amber", MAGENTA: "magenta"}
+
+
+def _rhythm(look, single_led: bool) -> str:
+    """How docs/led-patterns.md writes a Look: "on 0.1 s, off 1.9 s", "red, steady"."""
+    def name(rgb) -> str:
+        return "off" if max(rgb) == 0 else ("on" if single_led else _COLOUR_NAMES[rgb])
+
+    if look.steady:
+        return f"{name(look.first)}, steady"
+    first = f"{name(look.first)} {look.first_s:g} s"
+    return f"{first}, {name(look.second)} {look.second_s:g} s"
+
+
+def test_led_patterns_page_gives_the_rhythms_of_patterns_and_leaves_the_meanings_to_the_readme(repo):
+    """One source for what the light means (the README's table); the page adds the exact rhythms,
+    which must be those the lights are driven with."""
+    doc = (repo / "docs" / "led-patterns.md").read_text()
+    assert "(../README.md#what-the-light-means)" in doc
+    assert "What is happening" not in doc  # the README's table is not repeated
+    patterns = {state.name.capitalize(): p for state, p in PATTERNS.items()} | {"Debug recording": DEBUG_RECORDING}
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in patterns:
+            rows[cells[0]] = cells[1:]
+    assert sorted(rows) == sorted(patterns)
+    for name, p in patterns.items():
+        if p.mono.glow:
+            continue  # listening: off, or a glow whose level is a setting (said in words)
+        assert rows[name] == [_rhythm(p.mono, True), _rhythm(p.colour, False)], name
+
+
 def test_readme_shows_a_line_the_terminal_light_prints(repo):
     text = (repo / "README.md").read_text().split("## What the light means", 1)[1].split("\n## ", 1)[0]
     shown = re.search(r"`(\[tallylight\] light: [^`]*)`", text.replace("\n", " ")).group(1)
