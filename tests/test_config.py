@@ -54,6 +54,8 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
     ("[audio]\nindicator.kind = \"pwmled\"\n",
      ["`indicator.kind` is not a key of [audio] (a dotted key belongs to the table above it): "
       "write `kind = \"pwmled\"` under [indicator]"]),
+    ("kind = \"pwmled\"\n[audio]\nblock_ms = 20\n",
+     ["`kind` is above the first [table] line, in no table; it is a key of [indicator]: move it under [indicator]"]),
     ("[reply]\nengine = \"vosk\"\n",
      ["`engine` is not a key of [reply]; it is a key of [wake] and [recognizer]: move it under the one you meant"]),
     ("[wake]\nengine = \"snowboy\"\n", ["wake.engine", "'microwakeword'"]),

@@ -247,14 +247,15 @@ def _build_section(where: str, name: str, cls: type, raw: Any) -> Any:
     return cls(**values)
 
 
-def _misplaced(table: str, key: str, value: Any) -> str | None:
-    """What to say when `key` (found in [table], which has no such key) belongs to another table.
+def _misplaced(table: str | None, key: str, value: Any) -> str | None:
+    """What to say when `key` (found in [table], which has no such key; None: above the first table
+    line) belongs to another table.
 
     In TOML a key belongs to the last [table] line above it, so a line added at the end of the file
     lands in the last table (often a [commands.NAME]), and `indicator.kind = ...` written under
     [audio] means audio.indicator.kind. Both are keys of another table, which is what the owner needs
     to hear, not the keys [table] does have."""
-    if key in _SECTIONS and isinstance(value, dict) and value:
+    if table is not None and key in _SECTIONS and isinstance(value, dict) and value:
         inner, setting = next(iter(value.items()))
         shown = json.dumps(setting) if isinstance(setting, (str, int, float, bool)) else "..."
         return (f"`{key}.{inner}` is not a key of [{table}] (a dotted key belongs to the table above it): "
@@ -262,10 +263,11 @@ def _misplaced(table: str, key: str, value: Any) -> str | None:
     homes = [name for name, cls in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
     if not homes:
         return None
+    here = f"is not a key of [{table}]" if table is not None else "is above the first [table] line, in no table"
     if len(homes) == 1:
-        return f"`{key}` is not a key of [{table}]; it is a key of [{homes[0]}]: move it under [{homes[0]}]"
+        return f"`{key}` {here}; it is a key of [{homes[0]}]: move it under [{homes[0]}]"
     tables = " and ".join(f"[{h}]" for h in homes)
-    return f"`{key}` is not a key of [{table}]; it is a key of {tables}: move it under the one you meant"
+    return f"`{key}` {here}; it is a key of {tables}: move it under the one you meant"
 
 
 def _misplaced_in_commands(commands: Mapping[str, Any]) -> str | None:
@@ -292,6 +294,9 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
                 raise ConfigError(f"{where}: [commands] must be a table of named commands")
             continue
         if name not in _SECTIONS:
+            home = _misplaced(None, name, value) if not isinstance(value, dict) else None
+            if home:
+                raise ConfigError(f"{where}: {home}")
             known = ", ".join([*_SECTIONS, "commands"])
             raise ConfigError(f"{where}: unknown section [{name}] (known sections: {known})")
         sections[name] = _build_section(where, name, _SECTIONS[name], value)
