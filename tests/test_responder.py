@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import wave
 
@@ -294,24 +295,26 @@ def test_ctrl_c_or_sigterm_ends_the_daemon_promptly_while_it_plays(tmp_path, pla
         proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(conf), playing], env=env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         log: list[str] = []
+        reader = threading.Thread(target=lambda: log.extend(line.rstrip("\n") for line in proc.stderr), daemon=True)
+        reader.start()
         try:
-            for line in proc.stderr:
-                log.append(line.rstrip("\n"))
-                if "speaker playing" in line:
-                    break
-            # Until a second of it has been played: the signal comes mid-sound.
-            deadline = time.monotonic() + 30
-            while not (played.exists() and played.stat().st_size > 22050 * 2):
-                assert time.monotonic() < deadline, "\n".join(log)
+            # Until a quarter of a second has gone to the speaker: the signal comes early in the sound,
+            # so a daemon that waited for the alarm's ring (2.3 s) to end would miss the bound below.
+            deadline = time.monotonic() + 60
+            while not (played.exists() and played.stat().st_size > 22050 * 2 // 4):
+                assert proc.poll() is None and time.monotonic() < deadline, "\n".join(log)
                 time.sleep(0.02)
             signalled = time.monotonic()
             if how == "ctrl-c":
                 os.killpg(proc.pid, signal.SIGINT)
             else:
                 proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=20)
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the daemon did not stop on the signal\n" + "\n".join(log)) from None
             took = time.monotonic() - signalled
-            log += proc.stderr.read().splitlines()
+            reader.join(10)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -148,14 +148,13 @@ def _ledger_page(path: Path, page: Path) -> int:
 
 
 def _ledger_follow(path: Path) -> int:
-    import signal
     import threading
 
     from tallylight import ledger_page
+    from tallylight.signals import call_on_signals
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    call_on_signals(lambda _signum: stop.set())  # not stop.set in a handler: see tallylight.signals
     if not path.exists():
         print(f"-- no ledger at {path} yet: waiting for `tallylight run` to write one", flush=True)
     ledger_page.follow(path, sys.stdout, stop)

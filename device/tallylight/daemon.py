@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -109,14 +108,15 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
-        """Safe from a signal handler or another thread."""
+        """Safe from another thread; never from a signal handler (it sets Events: tallylight.signals)."""
         self._stopping.set()
         if self.mute is not None:
             self.mute.edge_event.set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        from tallylight.signals import call_on_signals
+
+        call_on_signals(self.request_stop)  # SIGTERM, SIGINT
 
     def run(self) -> int:
         # Hand the interpreter to a waiting thread within 1 ms rather than 5: gpiozero's edge callback
