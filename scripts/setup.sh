@@ -53,6 +53,9 @@ tl_venv() {
     python3 -m venv "$TL_VENV" || { tl_say "python3 -m venv failed: install python3-venv"; return 1; }
   fi
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  # A venv set up for the tests holds everything `run` needs: scripts/run after scripts/test must not
+  # reinstall it without the test extras (and make the next scripts/test reinstall them).
+  if [ -z "$extras" ] && [ -f "$stamp" ] && [ "$(cut -d' ' -f2 "$stamp")" = "${want#* }" ]; then return 0; fi
   tl_say "installing tallylight${extras:+[$extras]} into $TL_VENV (first run takes a minute)"
   "$TL_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   "$TL_VENV/bin/python" -m pip install -q -e "$TL_ROOT${extras:+[$extras]}" ||

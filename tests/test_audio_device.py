@@ -317,3 +317,44 @@ def test_plugins_loaded_only_by_portaudios_probe_are_unloaded_after_open(pulse_m
     assert out["a52_after_open"] is False
     assert out["pulse_after_open"] is True  # the module the open stream uses stays
     assert out["sizes"] == [640]  # reading goes on, also after stop() and open() again
+
+
+@pytest.mark.parametrize("audio, opens, words", [
+    ('device = "testmic"', (16000, 1), "1 channel(s) at 16000 Hz, mono, nothing to mix"),
+    ('device = "testmic"\nchannels = 4\nchannel_mode = "single"\nchannel = 2', (16000, 4),
+     "4 channel(s) at 16000 Hz, channel 2 of 4 kept"),
+    ('device = "testmic"\nchannels = 2\nsample_rate = 48000', (48000, 2),
+     "2 channel(s) at 48000 Hz, 2 channels averaged, resampled to 16 kHz"),
+])
+def test_devices_and_check_say_what_the_daemon_opens(file_mic_rig, tmp_path, audio, opens, words):
+    """The file plugin reports 128 input channels, as ALSA's "default" and "pulse" do: `devices` and
+    `check` once said "(128 channels)" while the daemon opened 1. Both now show the format MicSource
+    really opens."""
+    mics = file_mic_rig({"testmic": tone(500, 0.5)}, rate=48000, channels=4)
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[audio]\n{audio}\n[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n'
+                    f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    from tallylight import config
+
+    src = MicSource(config.load(conf).audio)
+    with src:
+        assert (src.rate, src.channels) == opens
+    devices = subprocess.run([sys.executable, "-m", "tallylight", "devices", "--config", str(conf)],
+                             capture_output=True, text=True, timeout=60, env=mics.env)
+    assert devices.returncode == 0, devices.stderr
+    said = devices.stdout.splitlines()[-1]
+    assert said == f"with this config, `tallylight run` captures from 'testmic' (index 0): {words}"
+    check = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(conf)],
+                           capture_output=True, text=True, timeout=120, env=mics.env)
+    line = next(x for x in check.stdout.splitlines() if "audio input" in x)
+    assert line == f"  ok       audio input: will capture from 'testmic' (index 0): {words}"
+
+
+def test_devices_names_a_config_the_device_cannot_take(file_mic_rig, tmp_path):
+    mics = file_mic_rig({"testmic": tone(500, 0.5)}, rate=16000, channels=1)
+    conf = tmp_path / "t.toml"
+    conf.write_text('[audio]\ndevice = "testmic"\nchannels = 2\nchannel_mode = "single"\nchannel = 5\n')
+    r = subprocess.run([sys.executable, "-m", "tallylight", "devices", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60, env=mics.env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stdout.splitlines()[-1].startswith("with this config: audio.channel = 5, but 'testmic'")

@@ -48,6 +48,16 @@ def test_shipped_config_documents_every_key_with_a_comment(repo):
     ("[audio]\nblock_ms = 21\n", ["audio.block_ms must be 10 to 20"]),
     ("[audio]\nbogus = 1\n", ["unknown key audio.bogus", "block_ms"]),
     ("[nosuch]\n", ["unknown section [nosuch]"]),
+    # A key under the wrong table names the table it belongs to (issue 17).
+    ("[audio]\nblock_ms = 20\nkind = \"pwmled\"\n",
+     ["`kind` is not a key of [audio]; it is a key of [indicator]: move it under [indicator]"]),
+    ("[audio]\nindicator.kind = \"pwmled\"\n",
+     ["`indicator.kind` is not a key of [audio] (a dotted key belongs to the table above it): "
+      "write `kind = \"pwmled\"` under [indicator]"]),
+    ("kind = \"pwmled\"\n[audio]\nblock_ms = 20\n",
+     ["`kind` is above the first [table] line, in no table; it is a key of [indicator]: move it under [indicator]"]),
+    ("[reply]\nengine = \"vosk\"\n",
+     ["`engine` is not a key of [reply]; it is a key of [wake] and [recognizer]: move it under the one you meant"]),
     ("[wake]\nengine = \"snowboy\"\n", ["wake.engine", "'microwakeword'"]),
     ("[mute]\npin = true\n", ["mute.pin", "an integer"]),
     ("[mute]\npin = 40\n", ["mute.pin", "BCM GPIO number"]),
@@ -109,6 +119,22 @@ def test_cli_exits_78_with_one_line_and_no_traceback(tmp_path, verb, text, key):
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and key in lines[0] and str(p) in lines[0]
+
+
+@pytest.mark.parametrize("appended, words", [
+    ('kind = "pwmled"\n', "`kind` is not a key of [commands.mute]; it is a key of [indicator]: move it under [indicator]"),
+    ('indicator.kind = "pwmled"\n', "`indicator.kind` is not a key of [commands.mute] (a dotted key belongs to the "
+                                    'table above it): write `kind = "pwmled"` under [indicator]'),
+])
+def test_a_key_appended_to_the_shipped_config_names_its_table(tmp_path, appended, words):
+    """A line added at the end of the shipped file lands in its last table, [commands.mute]."""
+    shipped = Path(__file__).resolve().parents[1] / "config" / "tallylight.toml"
+    p = tmp_path / "tallylight.toml"
+    p.write_text(shipped.read_text() + appended)
+    r = subprocess.run([sys.executable, "-m", "tallylight", "check", "--config", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [f"tallylight: {p}: {words}"]
 
 
 def test_state_dir_order(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 right pattern for every state, confirms it before show() returns, and fails closed with one line."""
 
 import io
+import re
 import time
 from pathlib import Path
 
@@ -114,15 +115,67 @@ def test_recording_pattern_applies_while_listening_or_capturing_only():
     assert pattern_for(State.CAPTURING) is PATTERNS[State.CAPTURING]
 
 
-def test_readme_table_names_every_pattern(repo):
+def _readme_light_rows(repo) -> dict[str, list[str]]:
+    """The README's table "What the light means": state -> its cells."""
+    text = (repo / "README.md").read_text()
+    table = text.split("## What the light means", 1)[1].split("\n\n", 2)[1]
+    rows = [[c.strip().strip("*") for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    return {cells[0]: cells for cells in rows}
+
+
+def test_readme_table_names_every_pattern_in_the_lights_own_words(repo):
+    """The README's table is the one place owners read the light; the patterns and the words the
+    terminal light prints are PATTERNS', and each row says them."""
+    rows = _readme_light_rows(repo)
+    patterns = {state.name.capitalize(): p for state, p in PATTERNS.items()} | {"Debug recording": DEBUG_RECORDING}
+    assert sorted(rows) == sorted(patterns)
+    for name, p in patterns.items():
+        _, mono, colour, happening = rows[name]
+        if name != "Listening":  # its cells explain the glow option in words
+            assert (mono, colour) == (p.mono.text, p.colour.text), name
+        words = p.says()
+        assert happening.startswith(words[0].upper() + words[1:] + "."), name
+
+
+_COLOUR_NAMES = {RED: "red", GREEN: "green", WHITE: "white", BLUE: "blue", AMBER: "amber", MAGENTA: "magenta"}
+
+
+def _rhythm(look, single_led: bool) -> str:
+    """How docs/led-patterns.md writes a Look: "on 0.1 s, off 1.9 s", "red, steady"."""
+    def name(rgb) -> str:
+        return "off" if max(rgb) == 0 else ("on" if single_led else _COLOUR_NAMES[rgb])
+
+    if look.steady:
+        return f"{name(look.first)}, steady"
+    first = f"{name(look.first)} {look.first_s:g} s"
+    return f"{first}, {name(look.second)} {look.second_s:g} s"
+
+
+def test_led_patterns_page_gives_the_rhythms_of_patterns_and_leaves_the_meanings_to_the_readme(repo):
+    """One source for what the light means (the README's table); the page adds the exact rhythms,
+    which must be those the lights are driven with."""
     doc = (repo / "docs" / "led-patterns.md").read_text()
-    for state, p in PATTERNS.items():
-        if state is State.LISTENING:
-            continue  # its cell explains the glow option in words
-        row = next(line for line in doc.splitlines() if line.startswith(f"| {state.name.capitalize()} |"))
-        assert p.mono.text in row and p.colour.text in row, state
-    row = next(line for line in doc.splitlines() if line.startswith("| Debug recording |"))
-    assert DEBUG_RECORDING.mono.text in row and DEBUG_RECORDING.colour.text in row
+    assert "(../README.md#what-the-light-means)" in doc
+    assert "What is happening" not in doc  # the README's table is not repeated
+    patterns = {state.name.capitalize(): p for state, p in PATTERNS.items()} | {"Debug recording": DEBUG_RECORDING}
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in patterns:
+            rows[cells[0]] = cells[1:]
+    assert sorted(rows) == sorted(patterns)
+    for name, p in patterns.items():
+        if p.mono.glow:
+            continue  # listening: off, or a glow whose level is a setting (said in words)
+        assert rows[name] == [_rhythm(p.mono, True), _rhythm(p.colour, False)], name
+
+
+def test_readme_shows_a_line_the_terminal_light_prints(repo):
+    text = (repo / "README.md").read_text().split("## What the light means", 1)[1].split("\n## ", 1)[0]
+    shown = re.search(r"`(\[tallylight\] light: [^`]*)`", text.replace("\n", " ")).group(1)
+    out = io.StringIO()
+    TerminalIndicator(IndicatorConfig(kind="terminal"), out=out, wake_phrase="okay nabu").show(State.LISTENING)
+    assert out.getvalue() == shown + "\n"
 
 
 # --- no two states alike ------------------------------------------------------------------------
@@ -311,7 +364,7 @@ def test_auto_without_gpio_is_the_terminal():
     ind = make_indicator(IndicatorConfig(), out=out)
     assert isinstance(ind, TerminalIndicator)
     ind.show(State.MUTED)
-    assert out.getvalue() == "[tallylight] light: MUTED (short flash every 2 s)\n"
+    assert out.getvalue() == "[tallylight] light: MUTED (the microphone is closed; only the mute control opens it)\n"
 
 
 @pytest.mark.skipif(any(Path("/dev").glob("gpiochip*")), reason="this machine has GPIO")
@@ -470,19 +523,26 @@ def test_led_without_a_pin(factory):
 
 def test_terminal_prints_one_line_per_change():
     out = io.StringIO()
-    ind = make_indicator(IndicatorConfig(kind="terminal"), out=out)
+    ind = make_indicator(IndicatorConfig(kind="terminal"), out=out, wake_phrase="okay nabu")
     ind.show(State.MUTED)
     ind.show(State.MUTED)
+    ind.show(State.LISTENING)
     ind.show(State.CAPTURING)
     ind.show(State.CAPTURING, recording=True)
-    ind.show(State.LISTENING)
-    assert out.getvalue().splitlines() == [
-        "[tallylight] light: MUTED (short flash every 2 s)",
-        "[tallylight] light: CAPTURING (solid on)",
-        "[tallylight] light: CAPTURING + DEBUG RECORDING (on, blinking off briefly once a second)",
-        "[tallylight] light: LISTENING (off (or a dim glow: indicator.listening_glow, pwmled only))",
-    ]
+    ind.show(State.UPLOADING)
+    ind.show(State.ERROR)
     ind.close()
+    # Plain words of what is happening, not how an LED would look or which key shapes it.
+    assert out.getvalue().splitlines() == [
+        "[tallylight] light: MUTED (the microphone is closed; only the mute control opens it)",
+        '[tallylight] light: LISTENING (waiting for "okay nabu"; nothing is kept)',
+        '[tallylight] light: CAPTURING (heard "okay nabu": your command is held in memory and recognized on this device)',
+        "[tallylight] light: CAPTURING + DEBUG RECORDING (the debug option record_dir is on: what is captured is "
+        "also saved to disk)",
+        "[tallylight] light: UPLOADING (sending audio off the device: uploads are turned on)",
+        "[tallylight] light: ERROR (something failed and the microphone is closed; the log says what)",
+        "[tallylight] light: OFF (tallylight has stopped)",
+    ]
     ind.close()
     with pytest.raises(IndicatorError):
         ind.show(State.CAPTURING)
@@ -596,3 +656,17 @@ def test_lgpio_missing_or_unopenable_is_one_line(tmp_path):
         make_pin_factory("lgpio", dev=tmp_path)
     msg = one_line(err)
     assert "lgpio" in msg or "gpiochip" in msg or "GPIO chip" in msg
+
+
+def test_the_daemons_terminal_light_names_the_configured_wake_phrase(tmp_path):
+    from tallylight.config import WakeConfig
+    from tallylight.wake import wake_phrase
+
+    assert wake_phrase(WakeConfig()) == "okay nabu"
+    model = tmp_path / "my_word.json"
+    model.write_text('{"wake_word": "Hey Computer", "model": "my_word.tflite"}')
+    assert wake_phrase(WakeConfig(model=str(model))) == "hey computer"
+    out = io.StringIO()
+    make_indicator(IndicatorConfig(kind="terminal"), out=out, wake_phrase=wake_phrase(WakeConfig(model="hey_jarvis")))\
+        .show(State.LISTENING)
+    assert out.getvalue() == '[tallylight] light: LISTENING (waiting for "hey jarvis"; nothing is kept)\n'

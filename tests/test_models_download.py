@@ -7,7 +7,13 @@ import hashlib
 import http.server
 import io
 import os
+import re
+import socket
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -15,6 +21,7 @@ import pytest
 
 from tallylight.errors import TallylightError
 from tallylight.speech.models import MODELS, ModelError, download_model
+from tallylight.speech.engines import default_vosk_model
 
 NAME = MODELS["small-en-us"].name
 
@@ -188,7 +195,8 @@ def test_no_network_says_copy_by_hand(tmp_path):
     with pytest.raises(ModelError) as err:
         download_model("small-en-us", tmp_path, url=f"http://127.0.0.1:{port}/x.zip", progress=None)
     msg = str(err.value)
-    assert msg.startswith("cannot reach 127.0.0.1:") and "copy the model by hand to" in msg and "\n" not in msg
+    assert msg.startswith("cannot reach 127.0.0.1:") and "to copy it by hand, fetch http://127.0.0.1:" in msg
+    assert "\n" not in msg
 
 
 def test_unknown_model_name(tmp_path):
@@ -201,3 +209,87 @@ def test_pinned_model_is_the_real_one():
     assert info.url == "https://alphacephei.com/vosk/models/vosk-model-small-en-us-0.15.zip"
     assert len(info.sha256) == 64 and int(info.sha256, 16)
     assert info.size == 41_205_931
+
+
+def _unreachable(request, timeout):
+    raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+
+def test_no_network_gives_url_checksum_and_folder_and_a_copy_by_hand_works(tmp_path, server, archive):
+    """The message alone is enough to do the download's work by hand: fetch the URL, check the
+    SHA-256, unzip into the folder; the recognizer then finds the model where `auto` looks."""
+    dest = tmp_path / "state" / "models"
+    info = MODELS["small-en-us"]
+    with pytest.raises(ModelError) as err:
+        download_model("small-en-us", dest, progress=None, opener=_unreachable)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("cannot reach alphacephei.com: ")
+    assert f"fetch {info.url} (41,205,931 bytes, SHA-256 {info.sha256})" in msg
+    assert f"unzip it in {dest} so that {dest / NAME}/am exists" in msg
+    # Follow the message, with the test server standing in for the real host.
+    with pytest.raises(ModelError) as err:
+        download_model("small-en-us", dest, url=server.url, sha256=_sha(archive), progress=None, opener=_unreachable)
+    m = re.search(r"fetch (\S+) \(SHA-256 ([0-9a-f]{64})\) .* unzip it in (\S+) so that", str(err.value))
+    assert m, err.value
+    url, sha, folder = m.groups()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        data = r.read()
+    assert hashlib.sha256(data).hexdigest() == sha
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(folder)
+    assert default_vosk_model(tmp_path / "state") == dest / NAME
+
+
+def _tallylight(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tallylight", *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def test_models_list_says_what_is_installed_where(tmp_path, archive):
+    state = tmp_path / "state"
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[daemon]\nstate_dir = "{state}"\n')
+    before = _tallylight("models", "list", "--config", str(conf))
+    assert before.returncode == 0, before.stderr
+    lines = before.stdout.splitlines()
+    assert lines[0] == "vosk package: installed"
+    assert lines[1] == f"small-en-us: {NAME} (US English, small (made for the Raspberry Pi), 41 MB download, licence Apache-2.0)"
+    assert lines[2] == f"  not installed: `tallylight models download small-en-us` puts it in {state / 'models'}"
+    assert lines[3].startswith("no vosk model installed, so pocketsphinx alone recognizes commands; with a vosk model")
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        zf.extractall(state / "models")
+    after = _tallylight("models", "list", "--config", str(conf)).stdout.splitlines()
+    assert after[2] == f"  installed: {state / 'models' / NAME}"
+    assert after[3] == f'recognizer.engine "auto" uses {state / "models" / NAME}'
+    conf.write_text(f'[daemon]\nstate_dir = "{state}"\n[recognizer]\nvosk_model = "{tmp_path / "typo"}"\n')
+    typo = _tallylight("models", "list", "--config", str(conf)).stdout.splitlines()
+    assert typo[-1] == f"recognizer.vosk_model = '{tmp_path / 'typo'}': NOT FOUND: fix the path or download it"
+
+
+_CHECK_WITHOUT_VOSK = "import sys; sys.modules['vosk'] = None; from tallylight.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("engine, vosk_package, expect", [
+    ("auto", True, "  note     vosk: no vosk model installed, so pocketsphinx alone recognizes commands; with a vosk "
+                   'model, recognizer.engine "auto" (or "both") runs vosk beside pocketsphinx'),
+    ("auto", False, "  note     vosk: the vosk package cannot be used (ModuleNotFoundError: "),
+    ("vosk", False, "  PROBLEM  vosk: recognizer.engine = 'vosk' needs the vosk package, which cannot be used"),
+    ("pocketsphinx", False, None),
+])
+def test_check_says_when_vosk_is_absent_and_what_it_would_bring(tmp_path, engine, vosk_package, expect):
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[recognizer]\nengine = "{engine}"\n'
+                    '[gpio]\npin_factory = "mock"\n[indicator]\nkind = "terminal"\n')
+    argv = ["check", "--config", str(conf)]
+    if vosk_package:
+        r = _tallylight(*argv)
+    else:
+        r = subprocess.run([sys.executable, "-c", _CHECK_WITHOUT_VOSK, *argv], capture_output=True, text=True,
+                           timeout=120)
+    assert "Traceback" not in r.stderr
+    said = [line for line in r.stdout.splitlines() if " vosk: " in line]
+    if expect is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith(expect), r.stdout
+        assert "234 MiB" in said[0] or "PROBLEM" in said[0]

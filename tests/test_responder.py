@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import wave
 
@@ -30,6 +35,8 @@ from tallylight.pcm import BYTES_PER_SECOND
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.timers import Timers
+
+from audio_rigs import have_pulseaudio, pulse_mic
 
 BLOCK = BYTES_PER_SECOND * 20 // 1000  # 20 ms
 
@@ -261,3 +268,77 @@ def test_timers_ring_on_time_while_the_daemon_waits_out_an_error(out, tmp_path, 
         daemon.request_stop()
         thread.join(20)
     assert not thread.is_alive()
+
+
+# -- stopping the daemon while it plays ----------------------------------------------------------------
+
+_DRIVER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from tallylight import config
+from tallylight.daemon import Daemon
+cfg = config.load(sys.argv[1])
+daemon = Daemon(cfg, respond=True)
+daemon.install_signal_handlers()
+bring_up = daemon._bring_up
+def bring_up_then_play():
+    bring_up()
+    if sys.argv[2] == "alarm":
+        daemon.responder.runner.timers.start(0.1)  # rings on the daemon's next turns, as a timer does
+    else:
+        daemon.responder.speaker.say("This is a long reply that goes on and on, and on. " * 4)
+daemon._bring_up = bring_up_then_play
+sys.exit(daemon.run())
+"""
+
+
+@pytest.mark.parametrize("playing, how", [("alarm", "ctrl-c"), ("reply", "ctrl-c"), ("alarm", "sigterm")])
+def test_ctrl_c_or_sigterm_ends_the_daemon_promptly_while_it_plays(tmp_path, playing, how):
+    """`tallylight run` in a real process, with a mic and a speaker that play in real time (PulseAudio
+    null sinks). Once the alarm or a reply is being heard, Ctrl-C (SIGINT to the terminal's whole
+    process group, aplay and espeak-ng included) or SIGTERM (systemd) ends it at once, cleanly: the
+    daemon stops its own players, and a player hit by the terminal's Ctrl-C is no playback error."""
+    if not have_pulseaudio():
+        pytest.skip("pulseaudio, pulseaudio-utils and libasound2-plugins are needed (scripts/test installs them)")
+    with pulse_mic(tmp_path / "pa", rate=16000, channels=1, apply=False) as mic:
+        played = tmp_path / "played.raw"
+        speaker_conf = tmp_path / "speaker.conf"
+        speaker_conf.write_text(f'pcm.speaker {{ type file slave.pcm {{ type pulse }} file "{played}" format "raw" }}\n')
+        env = dict(mic.env, PYTHONUNBUFFERED="1", ALSA_CONFIG_PATH=f"{mic.env['ALSA_CONFIG_PATH']}:{speaker_conf}")
+        conf = tmp_path / "t.toml"
+        conf.write_text(f'[audio]\ndevice = "{mic.alsa_name}"\nchannels = 1\n[gpio]\npin_factory = "mock"\n'
+                        f'[indicator]\nkind = "terminal"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+                        '[reply]\noutput_device = "speaker"\n')
+        proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(conf), playing], env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        log: list[str] = []
+        reader = threading.Thread(target=lambda: log.extend(line.rstrip("\n") for line in proc.stderr), daemon=True)
+        reader.start()
+        try:
+            # Until a quarter of a second has gone to the speaker: the signal comes early in the sound,
+            # so a daemon that waited for the alarm's ring (2.3 s) to end would miss the bound below.
+            deadline = time.monotonic() + 60
+            while not (played.exists() and played.stat().st_size > 22050 * 2 // 4):
+                assert proc.poll() is None and time.monotonic() < deadline, "\n".join(log)
+                time.sleep(0.02)
+            signalled = time.monotonic()
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the daemon did not stop on the signal\n" + "\n".join(log)) from None
+            took = time.monotonic() - signalled
+            reader.join(10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = "\n".join(log)
+    assert rc == 0, text
+    assert took < 1.5, f"{took:.2f} s from the signal to the end of the process\n{text}"
+    assert "Traceback" not in text and "could not play" not in text and "ERROR" not in text, text
+    assert "light: OFF" in log[-1], text
+    print(f"{playing}, {how}: {took:.2f} s from the signal to exit")

@@ -20,6 +20,10 @@ class _Report:
     def ok(self, what: str, detail: str) -> None:
         self.out.write(f"  ok       {what}: {detail}\n")
 
+    def note(self, what: str, detail: str) -> None:
+        """Not wrong, but the owner may want it (counts as no problem)."""
+        self.out.write(f"  note     {what}: {detail}\n")
+
     def problem(self, what: str, detail: str) -> None:
         self.problems += 1
         self.out.write(f"  PROBLEM  {what}: {detail}\n")
@@ -48,6 +52,7 @@ def run_checks(cfg: Config, out: TextIO) -> int:
     r.attempt("wake word", lambda: _check_wake(cfg))
     r.attempt("voice activity", lambda: _check_vad(cfg))
     r.attempt("recognizer", lambda: _check_recognizer(cfg))
+    _check_vosk(cfg, r)
     r.attempt("state directory", lambda: _check_state_dir(cfg))
     if cfg.reply.enabled or cfg.reply.sounds:
         for tool, pkg in (("espeak-ng", "espeak-ng"), ("aplay", "alsa-utils")):
@@ -67,12 +72,12 @@ def run_checks(cfg: Config, out: TextIO) -> int:
 
 
 def _check_audio(cfg: Config, out: TextIO) -> str:
-    from tallylight.audio.device import choose_device, devices_report, open_pyaudio
+    from tallylight.audio.device import devices_report, open_pyaudio, plan_capture
 
     with open_pyaudio() as pa:
         out.write("\n".join("           " + line for line in devices_report(pa).splitlines()) + "\n")
-        dev = choose_device(pa, cfg.audio.device)
-    return f"will capture from [{dev.index}] {dev.name} ({dev.max_input_channels} channels)"
+        plan = plan_capture(pa, cfg.audio)  # what `tallylight run` opens, worked out the same way
+    return f"will capture from {plan.describe()}"
 
 
 def _check_gpio(cfg: Config) -> str:
@@ -136,6 +141,29 @@ def _check_recognizer(cfg: Config) -> str:
     note = (f"; the model does not know the wake word{'s' if len(wake_unknown) > 1 else ''} "
             f"{', '.join(wake_unknown)}, so it hears something else at the start of each capture" if wake_unknown else "")
     return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known{note}"
+
+
+def _check_vosk(cfg: Config, r: _Report) -> None:
+    """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
+    from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
+    from tallylight.speech.engines import default_vosk_model
+
+    engine = cfg.recognizer.engine
+    if engine == "pocketsphinx":
+        return  # the owner chose pocketsphinx alone
+    problem = vosk_package_problem()
+    if problem is not None:
+        fix = "pip install vosk into tallylight's venv (scripts/setup.sh does)"
+        if engine == "auto":
+            r.note("vosk", f"the vosk package cannot be used ({problem}), so pocketsphinx alone recognizes "
+                           f"commands; {VOSK_BRINGS}: {fix}")
+        else:
+            r.problem("vosk", f"recognizer.engine = {engine!r} needs the vosk package, which cannot be used "
+                              f"({problem}): {fix}, or set recognizer.engine = \"pocketsphinx\"")
+        return
+    if engine == "auto" and not cfg.recognizer.vosk_model and default_vosk_model(cfg.state_dir) is None:
+        r.note("vosk", f"no vosk model installed, so pocketsphinx alone recognizes commands; {VOSK_BRINGS}: "
+                       "`tallylight models download small-en-us` (`tallylight models list` shows them)")
 
 
 def _last_line(text: str) -> str:

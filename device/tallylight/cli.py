@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--plaintext", action="store_true", help="no encryption (anyone on the network can connect)")
     up.add_argument("--name", help="the device's name in Home Assistant and on mDNS")
     up.add_argument("--no-mdns", action="store_true", help="do not announce the device on the network")
+    msub.add_parser("list", parents=[again], help="the known vosk models, and where each is installed")
     return p
 
 
@@ -159,14 +160,13 @@ def _ledger_page(path: Path, page: Path) -> int:
 
 
 def _ledger_follow(path: Path) -> int:
-    import signal
     import threading
 
     from tallylight import ledger_page
+    from tallylight.signals import call_on_signals
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    call_on_signals(lambda _signum: stop.set())  # not stop.set in a handler: see tallylight.signals
     if not path.exists():
         print(f"-- no ledger at {path} yet: waiting for `tallylight run` to write one", flush=True)
     ledger_page.follow(path, sys.stdout, stop)
@@ -174,10 +174,19 @@ def _ledger_follow(path: Path) -> int:
 
 
 def cmd_devices(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from tallylight.audio.device import devices_report, open_pyaudio
+    from tallylight.audio.device import devices_report, list_input_devices, open_pyaudio, plan_capture
+    from tallylight.errors import AudioDeviceError
 
     with open_pyaudio() as pa:
         print(devices_report(pa))
+        if not list_input_devices(pa):
+            return 0  # the report already says there is none and what to do
+        try:
+            plan = plan_capture(pa, cfg.audio)
+        except AudioDeviceError as e:
+            print(f"with this config: {e}")
+            return 1
+    print(f"with this config, `tallylight run` captures from {plan.describe()}")
     return 0
 
 
@@ -188,8 +197,11 @@ def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from tallylight.speech.models import download_model
+    from tallylight.speech.models import download_model, models_report
 
+    if args.models_verb == "list":
+        print("\n".join(models_report(cfg.state_dir, cfg.recognizer.vosk_model)))
+        return 0
     dest = args.dest or cfg.state_dir / "models"
     path = download_model(args.name, dest)
     print(f"model ready: {path}")

@@ -9,6 +9,7 @@ key; `tests/test_config.py` checks that the two agree.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -316,10 +317,50 @@ def _build_section(where: str, name: str, cls: type, raw: Any) -> Any:
     values = {}
     for key, value in raw.items():
         if key not in fields:
+            misplaced = _misplaced(name, key, value)
+            if misplaced:
+                raise ConfigError(f"{where}: {misplaced}")
             known = ", ".join(fields)
             raise ConfigError(f"{where}: unknown key {name}.{key} (known keys in [{name}]: {known})")
         values[key] = _check_value(where, f"{name}.{key}", value, fields[key])
     return cls(**values)
+
+
+def _misplaced(table: str | None, key: str, value: Any) -> str | None:
+    """What to say when `key` (found in [table], which has no such key; None: above the first table
+    line) belongs to another table.
+
+    In TOML a key belongs to the last [table] line above it, so a line added at the end of the file
+    lands in the last table (often a [commands.NAME]), and `indicator.kind = ...` written under
+    [audio] means audio.indicator.kind. Both are keys of another table, which is what the owner needs
+    to hear, not the keys [table] does have."""
+    if table is not None and key in _SECTIONS and isinstance(value, dict) and value:
+        inner, setting = next(iter(value.items()))
+        shown = json.dumps(setting) if isinstance(setting, (str, int, float, bool)) else "..."
+        return (f"`{key}.{inner}` is not a key of [{table}] (a dotted key belongs to the table above it): "
+                f"write `{inner} = {shown}` under [{key}]")
+    homes = [name for name, cls in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if not homes:
+        return None
+    here = f"is not a key of [{table}]" if table is not None else "is above the first [table] line, in no table"
+    if len(homes) == 1:
+        return f"`{key}` {here}; it is a key of [{homes[0]}]: move it under [{homes[0]}]"
+    tables = " and ".join(f"[{h}]" for h in homes)
+    return f"`{key}` {here}; it is a key of {tables}: move it under the one you meant"
+
+
+def _misplaced_in_commands(commands: Mapping[str, Any]) -> str | None:
+    """A key under [commands.NAME] that neither a command nor its action has, but a config table does."""
+    from tallylight.speech.commands import _COMMAND_KEYS, ACTIONS
+
+    for name, body in commands.items():
+        if not isinstance(body, dict) or body.get("action") not in ACTIONS:
+            continue  # parse_commands says what is wrong with those
+        own = {*_COMMAND_KEYS, *ACTIONS[body["action"]]}
+        for key, value in body.items():
+            if key not in own and (problem := _misplaced(f"commands.{name}", key, value)):
+                return problem
+    return None
 
 
 def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None = None) -> Config:
@@ -332,6 +373,9 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
                 raise ConfigError(f"{where}: [commands] must be a table of named commands")
             continue
         if name not in _SECTIONS:
+            home = _misplaced(None, name, value) if not isinstance(value, dict) else None
+            if home:
+                raise ConfigError(f"{where}: {home}")
             known = ", ".join([*_SECTIONS, "commands"])
             raise ConfigError(f"{where}: unknown section [{name}] (known sections: {known})")
         sections[name] = _build_section(where, name, _SECTIONS[name], value)
@@ -411,6 +455,9 @@ def _check_across(where: str, cfg: Config) -> None:
         # Validate the voice commands now, so `check` and `run` fail the same way on a bad command.
         from tallylight.speech.commands import parse_commands
 
+        misplaced = _misplaced_in_commands(cfg.commands)
+        if misplaced:
+            raise ConfigError(f"{where}: {misplaced}")
         # Set once, before from_dict hands the config out (the usual way to fill a frozen field).
         object.__setattr__(cfg, "parsed_commands", parse_commands(cfg.commands, where))
     # Two things on one GPIO fail only when both are used (a voice command's relay can be the light's

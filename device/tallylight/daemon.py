@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -90,14 +89,15 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
-        """Safe from a signal handler or another thread."""
+        """Safe from another thread; never from a signal handler (it sets Events: tallylight.signals)."""
         self._stopping.set()
         if self.mute is not None:
             self.mute.edge_event.set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        from tallylight.signals import call_on_signals
+
+        call_on_signals(self.request_stop)  # SIGTERM, SIGINT
 
     def run(self) -> int:
         # Hand the interpreter to a waiting thread within 1 ms rather than 5: gpiozero's edge callback
@@ -120,6 +120,7 @@ class Daemon:
         from tallylight.hardware.indicator import make_indicator
         from tallylight.hardware.mute import MuteControl
         from tallylight.hardware.pins import make_pin_factory
+        from tallylight.wake import wake_phrase
 
         cfg = self.cfg
         self.state_lock.acquire()  # first: a second daemon must not touch the ledger at all
@@ -132,7 +133,7 @@ class Daemon:
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
         key_hint = f"press {cfg.mute.key} to mute or unmute" if cfg.mute.control == "key" else ""
-        self.indicator = make_indicator(cfg.indicator, pin_factory=factory, hint=key_hint)
+        self.indicator = make_indicator(cfg.indicator, pin_factory=factory, wake_phrase=wake_phrase(cfg.wake), hint=key_hint)
         if cfg.debug.record_dir:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
         self.mute = MuteControl(cfg.mute, pin_factory=factory, initially_muted=start.muted)

@@ -301,7 +301,10 @@ class Speaker:
     def _spawn(self, argv: list[str], item: _Item, **kw: Any) -> subprocess.Popen | None:
         """Start a child and register it for stop(); None when stopped meanwhile or missing."""
         try:
-            proc = subprocess.Popen(argv, env=self._env, **kw)
+            # A process group of its own: a Ctrl-C at the terminal goes to the whole foreground group,
+            # and would cut aplay mid-write into a logged "could not play" before the daemon even
+            # begins to stop. The daemon stops its players itself (stop(), close()).
+            proc = subprocess.Popen(argv, env=self._env, process_group=0, **kw)
         except FileNotFoundError:
             hint = "apt-get install espeak-ng" if argv[0].endswith("espeak-ng") else "apt-get install alsa-utils"
             self._fail(f"{argv[0]} not found ({hint})")

@@ -168,6 +168,7 @@ class Responder:
         if self._closed:
             return
         self._closed = True
+        self.speaker.stop()  # silence first: an action still running below must not keep the alarm going
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.speaker.close()
         self.runner.close()

@@ -748,6 +748,18 @@ class ListeningEars:
         return out
 
 
+def wake_phrase(cfg: WakeConfig) -> str:
+    """The phrase wake.model listens for, without loading the model (for the terminal light's words):
+    a microWakeWord .json config's wake_word, else the model's name ("okay_nabu" -> "okay nabu")."""
+    path = Path(cfg.model).expanduser()
+    if path.suffix == ".json":
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["wake_word"]).lower()
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # make_wake_detector says what is wrong with the file
+    return path.stem.replace("_", " ")
+
+
 def _make_one(cfg: WakeConfig) -> WakeDetector:
     factory = _FACTORIES.get(cfg.engine)
     if factory is None:

@@ -241,6 +241,40 @@ def choose_format(pa: Any, device: InputDevice, cfg: AudioConfig, pyaudio_module
     )
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    """What `MicSource.open()` opens for a config: the device, its format, and how it is mixed down.
+    `tallylight devices` and `tallylight check` show this same plan, so what they say is what runs."""
+
+    device: InputDevice
+    rate: int
+    channels: int
+    channel_mode: str
+    channel: int
+
+    def mixing(self) -> str:
+        if self.channels == 1:
+            return "mono, nothing to mix"
+        if self.channel_mode == "single":
+            return f"channel {self.channel} of {self.channels} kept"
+        if self.channel_mode == "loudest":
+            return f"the loudest of {self.channels} channels kept, block by block"
+        return f"{self.channels} channels averaged"
+
+    def describe(self) -> str:
+        resample = "" if self.rate == RATE else ", resampled to 16 kHz"
+        return (f"{self.device.name!r} (index {self.device.index}): {self.channels} channel(s) at {self.rate} Hz, "
+                f"{self.mixing()}{resample}")
+
+
+def plan_capture(pa: Any, cfg: AudioConfig, pyaudio_module: ModuleType | None = None) -> CapturePlan:
+    """The device and format `cfg` opens (AudioDeviceError when it cannot be opened as configured)."""
+    module = _pyaudio_module(pyaudio_module)
+    device = choose_device(pa, cfg.device)
+    rate, channels = choose_format(pa, device, cfg, module)
+    return CapturePlan(device, rate, channels, cfg.channel_mode, cfg.channel)
+
+
 def devices_report(pa: Any, pyaudio_module: ModuleType | None = None) -> str:
     """A table of input devices for `tallylight devices` / `tallylight check`: index, name, input
     channels, default rate, and whether 16 kHz mono can be captured without resampling."""
@@ -307,8 +341,8 @@ class MicSource:
             with quiet_stderr():
                 pa = pyaudio.PyAudio()
         try:
-            device = choose_device(pa, self.cfg.device)
-            rate, channels = choose_format(pa, device, self.cfg, pyaudio)
+            plan = plan_capture(pa, self.cfg, pyaudio)
+            device, rate, channels = plan.device, plan.rate, plan.channels
             # One device period per output block: read() then returns about once per block.
             in_frames = max(1, rate * self.cfg.block_ms // 1000)
             try:
@@ -336,10 +370,7 @@ class MicSource:
         self.rate, self.channels, self._in_frames = rate, channels, in_frames
         self._converter = BlockConverter(rate, channels, self.cfg.channel_mode, self.cfg.channel)
         self._blocks.reset()
-        log.info(
-            "microphone %r (index %d): %d Hz, %d channel(s), %s -> 16 kHz mono, %d ms blocks",
-            device.name, device.index, rate, channels, self.cfg.channel_mode, self.cfg.block_ms,
-        )
+        log.info("microphone %s, %d ms blocks", plan.describe(), self.cfg.block_ms)
 
     def read(self) -> bytes:
         """Exactly `block_samples * 2` bytes of 16 kHz mono s16le, or b"" when `interrupt` was set while

@@ -12,9 +12,11 @@ driver, a pin owned by something else or a closed device fails), not whether the
 burnt-out LED needs eyes. APA102 LEDs send nothing back over SPI, so there it confirms the transfer
 went through with the exact bytes meant.
 
-One table, `PATTERNS`, says what each state looks like on each kind of light; docs/led-patterns.md is
-the same table for the README. A single-colour LED cannot use colour, so it uses rhythm: solid is
-reserved for "capturing", the one thing the tally light exists to show.
+One table, `PATTERNS`, says what each state looks like on each kind of light and, in plain words,
+what is happening (the terminal light prints those words); the README's table "What the light means"
+is the same table for owners (tests/test_indicator.py keeps them together). A single-colour LED cannot
+use colour, so it uses rhythm: solid is reserved for "capturing", the one thing the tally light exists
+to show.
 """
 
 from __future__ import annotations
@@ -68,11 +70,16 @@ class Look:
 
 @dataclass(frozen=True)
 class Pattern:
-    """What one state looks like: `mono` on a single LED (led, pwmled), `colour` on rgbled / apa102."""
+    """What one state looks like: `mono` on a single LED (led, pwmled), `colour` on rgbled / apa102;
+    `meaning` says in plain words what is happening ("{wake}" stands for the wake phrase)."""
 
     name: str
     mono: Look
     colour: Look
+    meaning: str = ""
+
+    def says(self, wake_phrase: str = "") -> str:
+        return self.meaning.replace("{wake}", f'"{wake_phrase}"' if wake_phrase else "the wake word")
 
 
 PATTERNS: dict[State, Pattern] = {
@@ -80,26 +87,31 @@ PATTERNS: dict[State, Pattern] = {
         "MUTED",
         mono=Look("short flash every 2 s", ON, 0.1, OFF, 1.9),
         colour=Look("solid red", RED),
+        meaning="the microphone is closed; only the mute control opens it",
     ),
     State.LISTENING: Pattern(
         "LISTENING",
         mono=Look("off (or a dim glow: indicator.listening_glow, pwmled only)", ON, glow=True),
         colour=Look("off (or a dim green glow: indicator.listening_glow)", GREEN, glow=True),
+        meaning="waiting for {wake}; nothing is kept",
     ),
     State.CAPTURING: Pattern(
         "CAPTURING",
         mono=Look("solid on", ON),
         colour=Look("solid white", WHITE),
+        meaning="heard {wake}: your command is held in memory and recognized on this device",
     ),
     State.UPLOADING: Pattern(
         "UPLOADING",
         mono=Look("fast blink, 5 per second", ON, 0.1, OFF, 0.1),
         colour=Look("fast blink blue, 5 per second", BLUE, 0.1, OFF, 0.1),
+        meaning="sending audio off the device: uploads are turned on",
     ),
     State.ERROR: Pattern(
         "ERROR",
         mono=Look("slow blink, once a second", ON, 0.5, OFF, 0.5),
         colour=Look("slow blink amber, once a second", AMBER, 0.5, OFF, 0.5),
+        meaning="something failed and the microphone is closed; the log says what",
     ),
 }
 
@@ -110,6 +122,7 @@ DEBUG_RECORDING = Pattern(
     "DEBUG RECORDING",
     mono=Look("on, blinking off briefly once a second", ON, 0.9, OFF, 0.1),
     colour=Look("white and magenta alternating, once a second", WHITE, 0.5, MAGENTA, 0.5),
+    meaning="the debug option record_dir is on: what is captured is also saved to disk",
 )
 
 
@@ -357,13 +370,15 @@ def _fmt(c: RGB) -> str:
 
 
 class TerminalIndicator(Indicator):
-    """A stand-in light for a machine without one: one line per change of state."""
+    """A stand-in light for a machine without one: one line per change of state, saying in plain
+    words what is happening (`Pattern.meaning`, with the wake phrase filled in)."""
 
     kind = "terminal light"
 
-    def __init__(self, cfg: IndicatorConfig, out: TextIO = sys.stderr, hint: str = "") -> None:
+    def __init__(self, cfg: IndicatorConfig, out: TextIO = sys.stderr, wake_phrase: str = "", hint: str = "") -> None:
         super().__init__(cfg)
         self.out = out
+        self.wake_phrase = wake_phrase
         self.hint = hint  # how to mute and unmute here (a key on the terminal), said with each line
         self._shown: tuple[State, Pattern] | None = None
 
@@ -374,19 +389,23 @@ class TerminalIndicator(Indicator):
                 raise IndicatorError("the terminal light was closed: restart tallylight")
             if self._shown == (state, pattern):
                 return
-            name = pattern.name if pattern is PATTERNS.get(state) else f"{State(state).name} + {pattern.name}"
             try:
                 hint = f"  [{self.hint}]" if self.hint else ""
-                self.out.write(f"[tallylight] light: {name} ({pattern.mono.text}){hint}\n")
+                self.out.write(self.line(state, pattern) + hint + "\n")
                 self.out.flush()
             except (OSError, ValueError) as e:  # ValueError: write to a closed file
                 raise IndicatorError(f"cannot show the light on the terminal: {e}") from None
             self._shown = (state, pattern)
             self.pattern, self.state = pattern, state
 
+    def line(self, state: State, pattern: Pattern) -> str:
+        """What the terminal shows for `state` drawn as `pattern`."""
+        name = pattern.name if pattern is PATTERNS.get(state) else f"{State(state).name} + {pattern.name}"
+        return f"[tallylight] light: {name} ({pattern.says(self.wake_phrase)})"
+
     @classmethod
     def appearance(cls, cfg: IndicatorConfig, pattern: Pattern) -> Appearance:
-        return Appearance(text=f"{pattern.name} ({pattern.mono.text})")
+        return Appearance(text=f"{pattern.name} ({pattern.says()})")
 
     def check(self) -> None:
         return None
@@ -396,7 +415,7 @@ class TerminalIndicator(Indicator):
             return
         self._closed = True
         try:
-            self.out.write("[tallylight] light: OFF (shut down)\n")
+            self.out.write("[tallylight] light: OFF (tallylight has stopped)\n")
             self.out.flush()
         except (OSError, ValueError):
             pass
@@ -570,9 +589,11 @@ def light_problem(cfg: IndicatorConfig) -> str | None:
     return f"{head}: choose another indicator.kind (the README's light table lists them)"
 
 
-def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.stderr, spi=None, hint: str = "") -> Indicator:
+def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.stderr, spi=None,
+                   wake_phrase: str = "", hint: str = "") -> Indicator:
     """The light `cfg` describes. `pin_factory` is the GPIO seam (see hardware.pins); None means
     "this machine's GPIO". `spi` is the SPI seam for APA102 LEDs (None: open /dev/spidevB.D).
+    `wake_phrase` goes into the terminal light's words ("waiting for "okay nabu"")."
     kind = 'auto' is a GPIO LED on indicator.pin when there is GPIO (or a pin factory was given),
     else the terminal light."""
     from tallylight.hardware.pins import gpio_available, make_pin_factory
@@ -587,7 +608,7 @@ def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.std
             log.info("no GPIO light available: showing the light's state on the terminal")
             kind = "terminal"
     if kind == "terminal":
-        return TerminalIndicator(cfg, out, hint)
+        return TerminalIndicator(cfg, out, wake_phrase, hint)
     if kind == "apa102":
         from tallylight.hardware.apa102 import Apa102Strip
 

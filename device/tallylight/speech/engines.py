@@ -20,21 +20,25 @@ _LOG = logging.getLogger(__name__)
 
 # Where `tallylight models download small-en-us` puts the model when no --dest is given is the
 # state dir's models/ folder; `auto` also looks in these (the packaged/system-wide places).
-DEFAULT_VOSK_DIRS = (
-    Path("/var/lib/tallylight/models/vosk-model-small-en-us-0.15"),
-    Path("/usr/share/tallylight/models/vosk-model-small-en-us-0.15"),
-)
+SYSTEM_MODEL_FOLDERS = (Path("/var/lib/tallylight/models"), Path("/usr/share/tallylight/models"))
+DEFAULT_VOSK_MODEL = "vosk-model-small-en-us-0.15"
+DEFAULT_VOSK_DIRS = tuple(folder / DEFAULT_VOSK_MODEL for folder in SYSTEM_MODEL_FOLDERS)
+
+
+def model_folders(state_dir: Path | None = None) -> list[Path]:
+    """The folders a vosk model is looked for in, first the state dir's (where a download goes)."""
+    return [*([Path(state_dir) / "models"] if state_dir is not None else []), *SYSTEM_MODEL_FOLDERS]
+
+
+def is_vosk_model(folder: Path) -> bool:
+    return (folder / "am").is_dir() or (folder / "conf").is_dir()
 
 
 def default_vosk_model(state_dir: Path | None = None) -> Path | None:
     """The vosk model that `auto` would use when recognizer.vosk_model is empty, if one is installed."""
-    candidates = []
-    if state_dir is not None:
-        candidates.append(Path(state_dir) / "models" / "vosk-model-small-en-us-0.15")
-    candidates.extend(DEFAULT_VOSK_DIRS)
-    for cand in candidates:
-        if (cand / "am").is_dir() or (cand / "conf").is_dir():
-            return cand
+    for folder in model_folders(state_dir):
+        if is_vosk_model(folder / DEFAULT_VOSK_MODEL):
+            return folder / DEFAULT_VOSK_MODEL
     return None
 
 
