@@ -145,8 +145,8 @@ def _check_recognizer(cfg: Config) -> str:
 
 def _check_vosk(cfg: Config, r: _Report) -> None:
     """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
-    from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
     from tallylight.speech.engines import default_vosk_model
+    from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
 
     engine = cfg.recognizer.engine
     if engine == "pocketsphinx":

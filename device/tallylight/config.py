@@ -351,12 +351,13 @@ def _misplaced(table: str | None, key: str, value: Any) -> str | None:
 
 def _misplaced_in_commands(commands: Mapping[str, Any]) -> str | None:
     """A key under [commands.NAME] that neither a command nor its action has, but a config table does."""
-    from tallylight.speech.commands import _COMMAND_KEYS, ACTIONS
+    from tallylight.actions import ACTIONS
+    from tallylight.speech.commands import COMMAND_KEYS
 
     for name, body in commands.items():
         if not isinstance(body, dict) or body.get("action") not in ACTIONS:
             continue  # parse_commands says what is wrong with those
-        own = {*_COMMAND_KEYS, *ACTIONS[body["action"]]}
+        own = {*COMMAND_KEYS, *ACTIONS[body["action"]].options}
         for key, value in body.items():
             if key not in own and (problem := _misplaced(f"commands.{name}", key, value)):
                 return problem

@@ -35,7 +35,7 @@ from tallylight.speech.words import is_word_char
 
 DEFAULT_COMMANDS_RESOURCE = "data/commands-default.toml"
 
-_COMMAND_KEYS = ("phrases", "action", "slots", "reply")
+COMMAND_KEYS = ("phrases", "action", "slots", "reply")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -153,11 +153,11 @@ def _parse_action(draft: CommandDraft, body: dict) -> str:
 def _check_keys(draft: CommandDraft, body: dict, action: str) -> None:
     schema = ACTIONS[action].options
     for key in body:
-        if key not in _COMMAND_KEYS and key not in schema:
+        if key not in COMMAND_KEYS and key not in schema:
             own = ", ".join(schema) if schema else "none"
             raise draft.fail(
                 f".{key}",
-                f"unknown key (a command has {', '.join(_COMMAND_KEYS)}; options of action {action!r}: {own})",
+                f"unknown key (a command has {', '.join(COMMAND_KEYS)}; options of action {action!r}: {own})",
             )
 
 
