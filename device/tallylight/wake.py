@@ -668,7 +668,13 @@ class SlowedView:
         return self._stream.resample_chunk(np.frombuffer(block, dtype="<i2")).tobytes()
 
     def reset(self) -> None:
-        self._stream = self._make()  # soxr streams cannot be rewound: a new one holds nothing
+        if self._stream is not None:
+            self._stream = self._make()  # soxr streams cannot be rewound: a new one holds nothing
+
+    def close(self) -> None:
+        """Safe to call twice. Drops the soxr stream now: one still alive when the interpreter exits
+        makes nanobind print a page of "leaked instance" warnings over the last lines of the log."""
+        self._stream = None
 
 
 class ListeningEars:
@@ -730,7 +736,7 @@ class ListeningEars:
 
     def close(self) -> None:
         """Safe to call twice."""
-        for part in (self.frontend, self.plain, self.lowered):
+        for part in (self.frontend, self.view, self.plain, self.lowered):
             if part is not None:
                 part.close()
 
