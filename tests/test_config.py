@@ -227,3 +227,36 @@ def test_cli_logs_and_check_shows_the_resolved_state_dir(tmp_path):
     note = f"daemon.state_dir = 'state' is relative to the config file's folder: {folder / 'state'}"
     assert f"  ok       config: {note}" in lines
     assert any(line.startswith(f"  ok       state directory: {folder / 'state'}") for line in lines)
+
+
+# -- `check`'s GPIO line says what `run` will do, by run's own rule (issue 17: it said "reads muted"
+# on simulated pins while `run` listened).
+def _gpio_line(tmp_path, **mute):
+    from tallylight.check import _check_gpio
+
+    cfg = config.from_dict({"gpio": {"pin_factory": "mock"}, "mute": mute, "indicator": {"kind": "terminal"},
+                       "daemon": {"state_dir": str(tmp_path / "state")}})
+    return cfg, _check_gpio(cfg)
+
+
+def test_check_on_simulated_pins_says_there_is_no_control_and_that_run_listens(tmp_path):
+    _, line = _gpio_line(tmp_path, control="button")
+    assert "simulated pins: no mute control" in line and 'mute.control = "key"' in line
+    assert "run starts listening (simulated pins have no mute button to press)" in line
+    assert "reads" not in line
+
+
+def test_check_with_a_key_names_it_and_follows_the_ledger_as_run_does(tmp_path):
+    from tallylight.ledger import Ledger
+    from tallylight.restart import CLEAN_STOP
+
+    cfg, line = _gpio_line(tmp_path, control="key", key="space", at_start="last")
+    assert "mute control: the space key on the terminal" in line
+    assert "run starts muted (the ledger records no earlier run)" in line
+    cfg.state_dir.mkdir(parents=True)
+    led = Ledger(cfg.state_dir / "ledger.jsonl")
+    led.append("start", version="test", pid=1)
+    led.append("stop", reason=CLEAN_STOP, state_before="listening")
+    led.close()
+    assert "run starts listening (listening when last stopped cleanly)" in _gpio_line(tmp_path, control="key", key="space",
+                                                                                       at_start="last")[1]

@@ -81,23 +81,50 @@ def _check_audio(cfg: Config, out: TextIO) -> str:
 
 
 def _check_gpio(cfg: Config) -> str:
+    """The pins, the mute control as `run` will have it, the state `run` starts in, and the light."""
     from tallylight.hardware.indicator import make_indicator
     from tallylight.hardware.mute import MuteControl
     from tallylight.hardware.pins import make_pin_factory
+    from tallylight.restart import physical_control
 
     factory = make_pin_factory(cfg.gpio.pin_factory)
-    mute = MuteControl(cfg.mute, pin_factory=factory)
-    try:
-        mute.poll()
-        position = "muted" if mute.muted else "listening"
-    finally:
-        mute.close()
+    physical = physical_control(cfg, None)
+    if cfg.mute.control == "key":
+        control = f"simulated pins; mute control: the {cfg.mute.key} key on the terminal `run` is started from"
+    elif not physical:
+        control = "simulated pins: no mute control to press (mute.control = \"key\" makes a key one)"
+    else:
+        mute = MuteControl(cfg.mute, pin_factory=factory)
+        try:
+            if cfg.mute.control == "switch":
+                mute.poll()
+                control = f"mute switch on GPIO{cfg.mute.pin} is at {'mute' if mute.muted else 'listening'}"
+            else:  # a button's line says only whether it is held down now; `at start` says the state
+                control = f"mute button on GPIO{cfg.mute.pin} {'is held down' if mute.line_active else 'is up'}"
+        finally:
+            mute.close()
     light = make_indicator(cfg.indicator, pin_factory=factory)
     try:
         what = light.describe()
     finally:
         light.close()
-    return f"{cfg.gpio.pin_factory} pins; mute {cfg.mute.control} on GPIO{cfg.mute.pin} reads {position}; light: {what}"
+    return f"{control}; {_start_state(cfg, physical)}; light: {what}"
+
+
+def _start_state(cfg: Config, physical: bool) -> str:
+    """What `tallylight run` would start in now, by the same rule it uses (restart.start_state)."""
+    from tallylight import ledger
+    from tallylight.restart import VOICE_MUTE_FILE, start_state
+
+    if physical and (cfg.state_dir / VOICE_MUTE_FILE).exists():
+        return "run starts muted (\"stop listening\" is kept until the mute control opens the mic)"
+    try:
+        v = ledger.check(cfg.state_dir / "ledger.jsonl")
+    except OSError:
+        v = None  # the state directory's own line says why it cannot be read
+    start = start_state(cfg.mute, v.last_entry if v else None, ledger_set_aside=not (v and v.ok), physical=physical)
+    reason = start.reason.removeprefix("at start: ")
+    return f"run starts {'muted' if start.muted else 'listening'} ({reason})"
 
 
 def _check_wake(cfg: Config) -> str:

@@ -414,6 +414,8 @@ class TerminalIndicator(Indicator):
         if self._closed:
             return
         self._closed = True
+        if self._shown is None:
+            return  # it never showed a state (`check` only asks what it is): nothing to take back
         try:
             self.out.write("[tallylight] light: OFF (tallylight has stopped)\n")
             self.out.flush()

@@ -111,6 +111,11 @@ class MuteControl:
             self.muted = True  # fail closed whatever the caller does next
             raise SwitchError(f"cannot read the {self._what}: {e} (check its wiring; the mic stays closed)") from None
 
+    @property
+    def line_active(self) -> bool:
+        """The line now, undebounced (True = a button held down, a switch at mute): for `check`'s report."""
+        return self._read()
+
     # The audio thread.
     def poll(self, now: float | None = None) -> bool | None:
         """Fold in the edges seen since the last call and the line's level now; return True to
