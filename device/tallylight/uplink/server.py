@@ -169,9 +169,13 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         if len(self.server.connections) >= MAX_CONNECTIONS:
-            _LOG.warning("API: refused %s: already %d connections", self.peer, MAX_CONNECTIONS)
-            transport.close()
-            return
+            # Full, most likely of connections left by a Home Assistant that restarted or lost its network
+            # without a FIN: the one quiet longest makes room, so a Home Assistant that comes back is never
+            # locked out until the pings find the stale ones.
+            quietest = min(self.server.connections, key=lambda c: c._last_rx)
+            self.server.connections.remove(quietest)
+            quietest.close(f"{MAX_CONNECTIONS} connections: the one quiet longest makes room for {self.peer}",
+                           abort=True)
         self.server.connections.append(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -233,13 +237,15 @@ class _Connection(asyncio.Protocol):
             return
         self.transport.write(self.codec.encode([(PROTO_TO_TYPE[type(m)], m.SerializeToString()) for m in msgs]))
         if self.transport.get_write_buffer_size() > self.server.max_write_buffer:
-            self.close(f"the client fell more than {self.server.max_write_buffer} bytes behind")
+            self.close(f"the client fell more than {self.server.max_write_buffer} bytes behind", abort=True)
 
-    def close(self, why: str | None = None) -> None:
+    def close(self, why: str | None = None, *, abort: bool = False) -> None:
+        """Close after what is buffered is sent; `abort`: at once, dropping it (a stale or slow peer may
+        never read it, and a close would wait for that until TCP gives up)."""
         if why:
             _LOG.warning("API: closing %s: %s", self.peer, why)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            self.transport.abort() if abort else self.transport.close()
 
     # --- stale connections ---
 
@@ -326,8 +332,13 @@ class _Connection(asyncio.Protocol):
 
     def _subscribe_voice(self, msg: pb.SubscribeVoiceAssistantRequest) -> None:
         if msg.subscribe:
-            if self.server.voice not in (None, self):
-                _LOG.info("API: %s takes over the voice assistant from %s", self.peer, self.server.voice.peer)
+            old = self.server.voice
+            if old not in (None, self):
+                # Home Assistant keeps one connection to a device: a second one subscribing means it
+                # restarted and the first is stale (half-open, or its FIN never came). Replace it now
+                # rather than after the pings time out.
+                _LOG.info("API: %s takes over the voice assistant from %s", self.peer, old.peer)
+                old.close(f"replaced by a new Home Assistant connection from {self.peer}", abort=True)
             self.server._voice_changed(self)
         elif self.server.voice is self:
             self.server._voice_changed(None)
