@@ -12,7 +12,11 @@ entities, subscribes to states and to the voice assistant. What it gets to see a
   wake word). Wake words are the local config's; VoiceAssistantSetConfiguration is ignored.
 
 Every accepted socket gets TCP keepalive, and a connection silent for `idle_s` is pinged and dropped as
-stale if nothing comes back within `ping_timeout_s` (Home Assistant restarts, half-open links). A client
+stale if nothing comes back within `ping_timeout_s` (Home Assistant restarts, half-open links); one that
+has not said hello within `ping_timeout_s` is dropped too. A stale connection is also replaced at once:
+a second connection subscribing to the voice assistant closes the first (Home Assistant keeps one per
+device, so the first is what a restart left behind), and with MAX_CONNECTIONS taken, the one quiet longest
+makes room for a new one. A client
 that breaks the framing, sends a message that does not parse, or falls `max_write_buffer` bytes behind is
 closed with one log line. With a PSK the server speaks only Noise (`api_frames.NoiseCodec`) and refuses
 plaintext clients in a way Home Assistant reads as "this device needs an encryption key".
@@ -157,7 +161,7 @@ class _Connection(asyncio.Protocol):
         self.said_hello = False
         self.subscribed_states = False
         self._loop = asyncio.get_running_loop()
-        self._last_rx = self._loop.time()
+        self._last_rx = self._connected_at = self._loop.time()
         self._ping_sent: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -256,6 +260,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         now = self._loop.time()
+        if not self.said_hello and now - self._connected_at > self.server.ping_timeout_s:
+            # A peer that connects and never gets through the handshake (a port scanner, a stuck client, a
+            # half-done Noise handshake) would hold a slot for ever: it has as long as a ping's answer.
+            self.close(f"no hello within {self.server.ping_timeout_s:g} s of connecting", abort=True)
+            return
         if self._ping_sent is not None and now - self._ping_sent > self.server.ping_timeout_s:
             _LOG.warning("API: %s: no answer to a ping for %g s: dropping a stale connection",
                          self.peer, self.server.ping_timeout_s)
