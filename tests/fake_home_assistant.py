@@ -37,7 +37,7 @@ class FakeHomeAssistant:
                  behaviour: str = "normal", devices: list | None = None) -> None:
         self.speech = speech
         self.tts = tts  # "wav": the pipeline gives WAV; "mp3": MP3 first, WAV on request; "none": no TTS
-        self.behaviour = behaviour  # normal | not_home_assistant | silent_run | close_mid_run | not_json | pipeline_error
+        self.behaviour = behaviour  # normal | not_home_assistant | silent_run | close_mid_run | kill_mid_run | not_json | pipeline_error
         self.devices = devices or []
         self.files: dict[str, tuple[bytes, str]] = {"reply.wav": (wav_bytes(), "audio/wav"),
                                                      "reply.mp3": (b"ID3\x04" + b"\0" * 200, "audio/mpeg")}
@@ -94,12 +94,12 @@ class FakeHomeAssistant:
             if obj.get("type") == "config/device_registry/list":
                 await ws.send_json({"id": obj["id"], "type": "result", "success": True, "result": self.devices})
             elif obj.get("type") == "assist_pipeline/run":
-                await self._run(ws, obj)
+                await self._run(ws, obj, request)
                 if ws.closed:
                     break
         return ws
 
-    async def _run(self, ws: web.WebSocketResponse, obj: dict) -> None:
+    async def _run(self, ws: web.WebSocketResponse, obj: dict, request: web.Request) -> None:
         run_id = obj["id"]
 
         async def event(kind: str, data: dict) -> None:
@@ -112,6 +112,10 @@ class FakeHomeAssistant:
         await event("intent-start", {"engine": "conversation.home_assistant", "intent_input": obj["input"]["text"]})
         if self.behaviour == "close_mid_run":
             await ws.close()
+            return
+        if self.behaviour == "kill_mid_run":  # Home Assistant's process killed: a reset, no close frame
+            self.behaviour = "normal"  # and when it is back, it answers
+            request.transport.abort()
             return
         if self.behaviour == "not_json":
             await ws.send_str("<html>Bad Gateway</html>")

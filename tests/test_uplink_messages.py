@@ -34,6 +34,12 @@ def strategy_for(check) -> st.SearchStrategy:
         return st.integers(check.lo, check.hi)
     if isinstance(check, messages._Flag):
         return st.booleans()
+    if isinstance(check, messages._Names):
+        word = st.text(st.characters(whitelist_categories=("Ll", "Lo")), min_size=1, max_size=8)
+        name = st.lists(word, min_size=1, max_size=messages.MAX_EXPOSED_NAME_WORDS).map(" ".join).filter(
+            lambda n: len(n) <= messages.MAX_EXPOSED_NAME_CHARS and messages._EXPOSED_NAME.fullmatch(n)
+            and n == n.lower())
+        return st.lists(name, max_size=12, unique=True).map(tuple)
     if isinstance(check, messages._Pcm):
         return st.binary(max_size=messages.MAX_PCM_BYTES // 2).map(lambda b: b + b)  # even lengths
     raise AssertionError(f"no strategy for {check!r}")
@@ -114,10 +120,17 @@ def test_json_objects_with_the_right_keys_and_any_values_decode_only_if_every_fi
     out = only(MessageReader(ALL_KINDS), frame(cls.KIND, meta_of(obj), b"\0\0" if has_pcm else b""))
     if isinstance(out, messages.Message):
         # Accepted only if it is exactly what was sent, and it survives a second trip.
-        assert {n: getattr(out, n) for n in names} == obj
+        # (compared as JSON: a list of names arrives as a tuple)
+        assert json.loads(json.dumps({n: getattr(out, n) for n in names})) == json.loads(json.dumps(obj))
         assert only(MessageReader(ALL_KINDS), messages.encode(out)) == out
     else:
         assert isinstance(out, MessageError)
+
+
+def worst_names(c) -> tuple:
+    # As many one-character names of 4-byte letters as the cap allows: the most JSON quotes and commas.
+    letters = [chr(0x20000 + i) for i in range(c.max_items)]
+    return tuple(letters[:min(c.max_items, c.max_bytes // 4)])
 
 
 def test_the_largest_possible_message_of_every_kind_fits_its_frame():
@@ -130,7 +143,8 @@ def test_the_largest_possible_message_of_every_kind_fits_its_frame():
                               messages._Id: lambda c: "x" * messages.MAX_ID_CHARS,
                               messages._Choice: lambda c: max(c.values, key=len),
                               messages._Int: lambda c: c.hi, messages._Flag: lambda c: True,
-                              messages._Pcm: lambda c: b"\1" * messages.MAX_PCM_BYTES}[type(c)](c)
+                              messages._Pcm: lambda c: b"\1" * messages.MAX_PCM_BYTES,
+                              messages._Names: worst_names}[type(c)](c)
         msg = cls(**values)
         assert only(MessageReader(ALL_KINDS), messages.encode(msg)) == msg
 
@@ -146,6 +160,17 @@ def test_the_largest_possible_message_of_every_kind_fits_its_frame():
     (lambda: messages.AudioChunk("u1", 0, b"\0" * 32770), "over the cap of 32768"),
     (lambda: messages.TimerEvent("finished", "t", "", True, 0, False), "must be an integer, not bool"),
     (lambda: messages.AnnounceDone("a", 1), "must be true or false, not int"),
+    (lambda: messages.ExposedNames(("porch lamp\n",), ()), "is not 1-6 lowercase words"),
+    (lambda: messages.ExposedNames(("Porch Lamp",), ()), "is not 1-6 lowercase words"),
+    (lambda: messages.ExposedNames(("lamp 2",), ()), "is not 1-6 lowercase words"),
+    (lambda: messages.ExposedNames(("a b c d e f g",), ()), "is not 1-6 lowercase words"),
+    (lambda: messages.ExposedNames(("x" * 61,), ()), "61 characters, over the cap of 60"),
+    (lambda: messages.ExposedNames(tuple(f"lamp {chr(97 + i % 26) * (1 + i // 26)}" for i in range(201)), ()),
+     "201 names, over the cap of 200"),
+    (lambda: messages.ExposedNames(tuple("x" * 40 + " " + chr(97 + i % 26) * (1 + i // 26) for i in range(200)), ()),
+     "over the cap of 6000"),
+    (lambda: messages.ExposedNames(("fan", "fan"), ()), "holds a name twice"),
+    (lambda: messages.ExposedNames(["fan"], ()), "must be a list of names, not list"),
 ])
 def test_a_message_out_of_bounds_cannot_even_be_made(make, reason):
     with pytest.raises(MessageError, match=re.escape(reason)):
@@ -233,6 +258,7 @@ UPLINK_VOCABULARY = {
     "Announcement": ["announce_id", "text", "with_audio"],
     "TimerEvent": ["event", "timer_id", "name", "total_s", "left_s", "active"],
     "PipelineEvent": ["utterance_id", "event", "code", "message"],
+    "ExposedNames": ["names", "areas"],  # words for the grammar: they only ever add sentences to hear
 }
 FORBIDDEN_WORDS = ("listen", "capture", "upload", "unmute", "mute", "mode", "conversation", "wake", "record", "mic")
 

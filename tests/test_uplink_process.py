@@ -22,9 +22,15 @@ EXE = Path(sys.executable).parent / "tallylight"
 WAIT_S = 15.0
 
 
-def tallylight(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(EXE), *args, "--config", str(REPO / "config" / "tallylight.toml")],
-                          capture_output=True, text=True, timeout=60, **kw)
+def tallylight(*args: str, config: Path = REPO / "config" / "tallylight.toml", **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *args, "--config", str(config)], capture_output=True, text=True, timeout=60, **kw)
+
+
+def config_with_socket(folder: Path, sock: str) -> Path:
+    """A config whose [home_assistant] socket is `sock`: the one place both processes read it from."""
+    cfg = folder / "tallylight.toml"
+    cfg.write_text(f'[home_assistant]\nenabled = true\nsocket = "{sock}"\n')
+    return cfg
 
 
 def test_new_key_is_private_printed_once_and_never_overwritten(tmp_path):
@@ -48,7 +54,7 @@ def test_a_bad_key_file_is_a_one_line_error_before_anything_listens(tmp_path, se
     assert tallylight("uplink", "--new-key", "--key-file", str(key)).returncode == 0
     setup(key)
     r = tallylight("uplink", "--key-file", str(key), "--host", "127.0.0.1", "--port", "0", "--no-mdns",
-                   "--socket", str(tmp_path / "s.sock"))
+                   config=config_with_socket(tmp_path, str(tmp_path / "s.sock")))
     assert r.returncode == 78 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -86,8 +92,8 @@ def uplink(tmp_path):
     key = tmp_path / "uplink.key"
     assert tallylight("uplink", "--new-key", "--key-file", str(key)).returncode == 0
     sock = tmp_path / "uplink.sock"
-    proc = subprocess.Popen([str(EXE), "uplink", "--config", str(REPO / "config" / "tallylight.toml"),
-                             "--socket", str(sock), "--host", "127.0.0.1", "--port", "0", "--key-file", str(key),
+    proc = subprocess.Popen([str(EXE), "uplink", "--config", str(config_with_socket(tmp_path, "uplink.sock")),
+                             "--host", "127.0.0.1", "--port", "0", "--key-file", str(key),
                              "--no-mdns", "--name", "tallylight-test"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()

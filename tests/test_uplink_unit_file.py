@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_unit_file import directives, exposure
 
-from tallylight import cli
+from tallylight import cli, config
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "tallylight-uplink.service"
@@ -73,8 +73,10 @@ def test_it_agrees_with_the_cli_and_the_daemons_unit():
     assert args.key_file == Path(f"/var/lib/{keys['StateDirectory']}/api.key")
     assert args.key_file == cli._parser().parse_args(["uplink"]).key_file  # the CLI default is the unit's
     daemon = dict(directives(DAEMON_UNIT.read_text()))
-    # The daemon's socket lives in its RuntimeDirectory, whose group the uplink joins.
-    assert args.socket.parent == Path("/run") / daemon["RuntimeDirectory"]
+    # The daemon's socket (home_assistant.socket, read by both from the one config file) lives in its
+    # RuntimeDirectory, whose group the uplink joins.
+    assert Path(config.HomeAssistantConfig().socket).parent == Path("/run") / daemon["RuntimeDirectory"]
+    assert not hasattr(args, "socket")
     assert keys["SupplementaryGroups"] == daemon["Group"]
 
 

@@ -53,7 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="model name, e.g. small-en-us")
     dl.add_argument("--dest", type=Path, help="folder to unpack into (default: <state dir>/models)")
     up = sub.add_parser("uplink", parents=[common], help="the Home Assistant uplink (a separate process with network)")
-    up.add_argument("--socket", type=Path, default=Path("/run/tallylight/uplink.sock"), help="the daemon's socket")
     up.add_argument("--host", default="0.0.0.0", help="address for the ESPHome API (default: all)")
     up.add_argument("--port", type=int, default=6053, help="ESPHome API port (default 6053)")
     up.add_argument("--key-file", type=Path, default=Path("/var/lib/tallylight-uplink/api.key"),
@@ -216,7 +215,13 @@ def cmd_uplink(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         print(f"API encryption key (enter it in Home Assistant): {uplink.new_key(args.key_file)}")
         return 0
     wake = ((cfg.wake.model, cfg.wake.model.replace("_", " ").title()),)
-    return uplink.run(uplink.UplinkOptions(args.socket, args.host, args.port, None if args.plaintext else args.key_file,
+    if not cfg.home_assistant.enabled:
+        # The daemon reads the same file: with this false it opens no socket, and the uplink waits for one.
+        _LOG.warning("%s: home_assistant.enabled is false, so the daemon opens no socket for the uplink: "
+                     "set it to true and restart tallylight", cfg.path or "the config")
+    # The daemon's socket comes from the config file both processes read (home_assistant.socket), never
+    # from a second setting that could disagree with it.
+    return uplink.run(uplink.UplinkOptions(Path(cfg.home_assistant.socket), args.host, args.port, None if args.plaintext else args.key_file,
                                            args.name, not args.no_mdns, wake, _home_assistant(cfg)))
 
 

@@ -202,6 +202,19 @@ def _names(value: Any) -> str | None:
     return None
 
 
+# A unix socket's path is at most 107 bytes (sun_path, less its NUL).
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _socket_path(value: Any) -> str | None:
+    # The one path both processes use: the daemon listens on it, `tallylight uplink` connects to it.
+    if not value.strip() or value.endswith("/") or "\0" in value or value != value.strip():
+        return "the path of a socket file, like \"/run/tallylight/uplink.sock\""
+    if len(value.encode()) > MAX_SOCKET_PATH_BYTES:
+        return f"a path of at most {MAX_SOCKET_PATH_BYTES} bytes (a unix socket's limit), like \"/run/tallylight/uplink.sock\""
+    return None
+
+
 def _uplink_user(value: Any) -> str | None:
     # A user name (resolved when the daemon starts, so a config can be checked on another machine) or a uid.
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10}", value):
@@ -213,7 +226,7 @@ def _uplink_user(value: Any) -> str | None:
 class HomeAssistantConfig:
     # The daemon's side: off means no socket and no Home Assistant grammar, exactly as without an uplink.
     enabled: bool = _key(False)
-    socket: str = _key("/run/tallylight/uplink.sock")
+    socket: str = _key("/run/tallylight/uplink.sock", _socket_path)
     uplink_user: str = _key("tallylight-uplink", _uplink_user)
     ledger_text: bool = _key(False)
     announce_while_muted: bool = _key(False)
@@ -389,7 +402,8 @@ def from_dict(raw: Mapping[str, Any], where: str = "<config>", path: Path | None
 # hobbyist who keeps `state_dir = "state"` beside the file expects, never from wherever tallylight
 # happens to be started (systemd starts it in /).
 PATH_KEYS = (("daemon", "state_dir"), ("debug", "record_dir"), ("recognizer", "vosk_model"),
-             ("wake", "model"), ("wake", "porcupine_access_key_file"), ("home_assistant", "token_file"))
+             ("wake", "model"), ("wake", "porcupine_access_key_file"), ("home_assistant", "token_file"),
+             ("home_assistant", "socket"))
 # wake.model is a builtin name ("okay_nabu") unless it holds a "/" or ends like a model file (wake.py).
 _WAKE_MODEL_FILES = (".json", ".tflite", ".ppn")
 
@@ -432,6 +446,10 @@ def _with_profile(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 
 def _check_across(where: str, cfg: Config) -> None:
     """Checks that involve more than one key."""
+    if len(cfg.home_assistant.socket.encode()) > MAX_SOCKET_PATH_BYTES:  # a relative one, made full
+        raise ConfigError(f"{where}: home_assistant.socket = {cfg.home_assistant.socket!r} is longer than a unix "
+                          f"socket's {MAX_SOCKET_PATH_BYTES} bytes: give a shorter full path, like "
+                          "\"/run/tallylight/uplink.sock\"")
     if cfg.capture.preroll_s > cfg.capture.ring_s:
         raise ConfigError(
             f"{where}: capture.preroll_s ({cfg.capture.preroll_s:g}) must not exceed capture.ring_s "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 from pathlib import Path
@@ -69,15 +70,21 @@ class DaemonBridge:
     async def run(self) -> None:
         """Keep a connection to the daemon until cancelled."""
         delay = self._retry_s
+        said: int | None = None  # the errno last logged as a warning: each new reason once, then quietly
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.path))
             except OSError as e:
-                _LOG.debug("daemon socket %s: %s; retrying in %g s", self.path, e.strerror, delay)
+                if e.errno != said:
+                    said = e.errno
+                    _LOG.warning("daemon socket %s: %s; retrying every %g s", self.path, _why(e), self._max_retry_s)
+                else:
+                    _LOG.debug("daemon socket %s: %s; retrying in %g s", self.path, e.strerror, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_s)
                 continue
             delay = self._retry_s
+            said = None
             _LOG.info("connected to the daemon at %s", self.path)
             try:
                 await self._serve(reader, writer)
@@ -267,6 +274,16 @@ class DaemonBridge:
             return False
         finally:
             self._announces.pop(announce_id, None)
+
+
+def _why(e: OSError) -> str:
+    """Why the daemon's socket cannot be reached, with the fix."""
+    if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
+        return ("the daemon is not listening (is `tallylight run` up, with [home_assistant] enabled = true and the "
+                "same socket path in its config?)")
+    if e.errno == errno.EACCES:
+        return "permission denied: the uplink's user must be in the daemon's group (scripts/install.sh --home-assistant)"
+    return e.strerror or str(e)
 
 
 async def cancel_and_wait(task: asyncio.Task) -> None:

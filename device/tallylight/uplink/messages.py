@@ -124,6 +124,48 @@ class _Pcm(_Check):
             raise MessageError(f"{name} has an odd number of bytes ({len(value)}): not s16le samples")
 
 
+# A name from Home Assistant, as the grammar takes it: 1-6 words of lowercase letters (any script) and
+# apostrophes, one space between them. No digits, no punctuation, no controls: nothing but words to hear.
+MAX_EXPOSED_NAME_CHARS = 60
+MAX_EXPOSED_NAME_WORDS = 6
+_WORD = r"(?:[^\W\d_]|')+"
+_EXPOSED_NAME = re.compile(rf"{_WORD}(?: {_WORD}){{0,{MAX_EXPOSED_NAME_WORDS - 1}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Names(_Check):
+    """A tuple of distinct names (a JSON array on the wire), at most max_items of them and max_bytes of UTF-8
+    in all: the bound keeps the biggest message inside one frame's meta (framing.MAX_META_BYTES)."""
+
+    max_items: int
+    max_bytes: int
+
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not tuple:
+            raise MessageError(f"{name} must be a list of names, not {type(value).__name__}")
+        if len(value) > self.max_items:
+            raise MessageError(f"{name} has {len(value)} names, over the cap of {self.max_items}")
+        total = 0
+        for item in value:
+            if type(item) is not str:
+                raise MessageError(f"{name} holds a {type(item).__name__}, not a name")
+            if len(item) > MAX_EXPOSED_NAME_CHARS:
+                raise MessageError(f"{name} holds a name of {len(item)} characters, over the cap of "
+                                   f"{MAX_EXPOSED_NAME_CHARS}")
+            if not _EXPOSED_NAME.fullmatch(item) or item != item.lower():
+                raise MessageError(f"{name} holds {item[:40]!r}, which is not 1-{MAX_EXPOSED_NAME_WORDS} "
+                                   "lowercase words")
+            total += len(item.encode("utf-8"))
+        if total > self.max_bytes:
+            raise MessageError(f"{name} has {total} bytes of names, over the cap of {self.max_bytes}")
+        if len(set(value)) != len(value):
+            raise MessageError(f"{name} holds a name twice")
+
+    @staticmethod
+    def from_json(value: Any) -> Any:
+        return tuple(value) if type(value) is list else value
+
+
 def _f(check: _Check) -> Any:
     return field(metadata={"check": check})
 
@@ -150,6 +192,10 @@ def flag() -> Any:
 
 def pcm() -> Any:
     return _f(_Pcm())
+
+
+def name_list(max_items: int, max_bytes: int) -> Any:
+    return _f(_Names(max_items, max_bytes))
 
 
 # --- the kinds --------------------------------------------------------------------------------------------
@@ -334,11 +380,28 @@ class PipelineEvent(Message):
     message: str = text(500)
 
 
+MAX_EXPOSED_NAMES = 200  # = speech.ha_sentences.MAX_NAMES: the grammar takes no more
+MAX_EXPOSED_AREAS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ExposedNames(Message):
+    """The names of the entities and areas Home Assistant exposes to Assist, fetched by the uplink with the
+    owner's token. Text only, and only ever extra: the daemon adds them to the home_assistant command's
+    sentences, after the config's own, and drops any that would make a sentence sound like a local command
+    (speech/ha_sentences.py). They cannot change, remove or start anything."""
+
+    KIND: ClassVar[int] = 28
+    DIRECTION: ClassVar[str] = TO_DAEMON
+    names: tuple = name_list(MAX_EXPOSED_NAMES, 6000)
+    areas: tuple = name_list(MAX_EXPOSED_AREAS, 3000)
+
+
 KINDS: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (Hello, State, TextUtterance, AudioChunk, AudioEnd, TimerAck, AnnounceDone,
                 UplinkHello, HomeAssistantLink, ReplyText, ReplyAudio, ReplyAudioEnd, Announcement,
-                TimerEvent, PipelineEvent)
+                TimerEvent, PipelineEvent, ExposedNames)
 }
 # Whatever the daemon will accept from the uplink: the list that must hold nothing that captures or uploads.
 TO_DAEMON_KINDS = frozenset(k for k, cls in KINDS.items() if cls.DIRECTION == TO_DAEMON)
@@ -401,6 +464,10 @@ def decode(frame: Frame, accept: frozenset[int]) -> Message:
         raise MessageError(f"{cls.__name__} carries no data, but {len(frame.data)} bytes came")
     if data_name is not None:
         obj[data_name] = frame.data
+    for f in dataclasses.fields(cls):
+        from_json = getattr(f.metadata["check"], "from_json", None)
+        if from_json is not None:
+            obj[f.name] = from_json(obj[f.name])
     return cls(**obj)
 
 

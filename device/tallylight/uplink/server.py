@@ -12,7 +12,11 @@ entities, subscribes to states and to the voice assistant. What it gets to see a
   wake word). Wake words are the local config's; VoiceAssistantSetConfiguration is ignored.
 
 Every accepted socket gets TCP keepalive, and a connection silent for `idle_s` is pinged and dropped as
-stale if nothing comes back within `ping_timeout_s` (Home Assistant restarts, half-open links). A client
+stale if nothing comes back within `ping_timeout_s` (Home Assistant restarts, half-open links); one that
+has not said hello within `ping_timeout_s` is dropped too. A stale connection is also replaced at once:
+a second connection subscribing to the voice assistant closes the first (Home Assistant keeps one per
+device, so the first is what a restart left behind), and with MAX_CONNECTIONS taken, the one quiet longest
+makes room for a new one. A client
 that breaks the framing, sends a message that does not parse, or falls `max_write_buffer` bytes behind is
 closed with one log line. With a PSK the server speaks only Noise (`api_frames.NoiseCodec`) and refuses
 plaintext clients in a way Home Assistant reads as "this device needs an encryption key".
@@ -157,7 +161,7 @@ class _Connection(asyncio.Protocol):
         self.said_hello = False
         self.subscribed_states = False
         self._loop = asyncio.get_running_loop()
-        self._last_rx = self._loop.time()
+        self._last_rx = self._connected_at = self._loop.time()
         self._ping_sent: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -169,9 +173,13 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         if len(self.server.connections) >= MAX_CONNECTIONS:
-            _LOG.warning("API: refused %s: already %d connections", self.peer, MAX_CONNECTIONS)
-            transport.close()
-            return
+            # Full, most likely of connections left by a Home Assistant that restarted or lost its network
+            # without a FIN: the one quiet longest makes room, so a Home Assistant that comes back is never
+            # locked out until the pings find the stale ones.
+            quietest = min(self.server.connections, key=lambda c: c._last_rx)
+            self.server.connections.remove(quietest)
+            quietest.close(f"{MAX_CONNECTIONS} connections: the one quiet longest makes room for {self.peer}",
+                           abort=True)
         self.server.connections.append(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -233,13 +241,15 @@ class _Connection(asyncio.Protocol):
             return
         self.transport.write(self.codec.encode([(PROTO_TO_TYPE[type(m)], m.SerializeToString()) for m in msgs]))
         if self.transport.get_write_buffer_size() > self.server.max_write_buffer:
-            self.close(f"the client fell more than {self.server.max_write_buffer} bytes behind")
+            self.close(f"the client fell more than {self.server.max_write_buffer} bytes behind", abort=True)
 
-    def close(self, why: str | None = None) -> None:
+    def close(self, why: str | None = None, *, abort: bool = False) -> None:
+        """Close after what is buffered is sent; `abort`: at once, dropping it (a stale or slow peer may
+        never read it, and a close would wait for that until TCP gives up)."""
         if why:
             _LOG.warning("API: closing %s: %s", self.peer, why)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            self.transport.abort() if abort else self.transport.close()
 
     # --- stale connections ---
 
@@ -250,6 +260,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         now = self._loop.time()
+        if not self.said_hello and now - self._connected_at > self.server.ping_timeout_s:
+            # A peer that connects and never gets through the handshake (a port scanner, a stuck client, a
+            # half-done Noise handshake) would hold a slot for ever: it has as long as a ping's answer.
+            self.close(f"no hello within {self.server.ping_timeout_s:g} s of connecting", abort=True)
+            return
         if self._ping_sent is not None and now - self._ping_sent > self.server.ping_timeout_s:
             _LOG.warning("API: %s: no answer to a ping for %g s: dropping a stale connection",
                          self.peer, self.server.ping_timeout_s)
@@ -326,8 +341,13 @@ class _Connection(asyncio.Protocol):
 
     def _subscribe_voice(self, msg: pb.SubscribeVoiceAssistantRequest) -> None:
         if msg.subscribe:
-            if self.server.voice not in (None, self):
-                _LOG.info("API: %s takes over the voice assistant from %s", self.peer, self.server.voice.peer)
+            old = self.server.voice
+            if old not in (None, self):
+                # Home Assistant keeps one connection to a device: a second one subscribing means it
+                # restarted and the first is stale (half-open, or its FIN never came). Replace it now
+                # rather than after the pings time out.
+                _LOG.info("API: %s takes over the voice assistant from %s", self.peer, old.peer)
+                old.close(f"replaced by a new Home Assistant connection from {self.peer}", abort=True)
             self.server._voice_changed(self)
         elif self.server.voice is self:
             self.server._voice_changed(None)
