@@ -305,11 +305,12 @@ class UplinkThread:
     """The real uplink's daemon side (DaemonBridge, with its ApiServer and Home Assistant client) and a fake
     Home Assistant, on one asyncio loop in a thread. Counts every audio byte the daemon sends it."""
 
-    def __init__(self, sock: Path, **ha_kw):
+    def __init__(self, sock: Path, *, audio_mode: bool = False, **ha_kw):
         import asyncio
 
         self.asyncio = asyncio
         self.sock = sock
+        self.audio_mode = audio_mode
         self.ha_kw = ha_kw
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -329,7 +330,8 @@ class UplinkThread:
                                                           tts_timeout_s=10))
         self.bridge = DaemonBridge(self.sock, "tallylight-uplink test", retry_s=0.05, max_retry_s=0.1,
                                    home_assistant=client)
-        self.bridge.server = ApiServer(DeviceIdentity("t", "T", "02:00:00:00:00:01", "0"), self.bridge)
+        self.bridge.server = ApiServer(DeviceIdentity("t", "T", "02:00:00:00:00:01", "0"), self.bridge,
+                                       audio_mode=self.audio_mode)
         handle = self.bridge._handle
 
         def counted(msg):
@@ -338,19 +340,25 @@ class UplinkThread:
             handle(msg)
 
         self.bridge._handle = counted
+        self.api_port = await self.bridge.server.start("127.0.0.1", 0)
         self.task = self.asyncio.ensure_future(self.bridge.run())
 
     async def _stop(self):
         from tallylight.uplink.daemon_client import cancel_and_wait
 
         await cancel_and_wait(self.task)
+        await self.bridge.server.close()
         await self.bridge.close()
         await self.ha.close()
 
     def __enter__(self):
         self.thread.start()
-        self.asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(WAIT_S)
+        self.call(self._start())
         return self
+
+    def call(self, coro):
+        """Run a coroutine on the uplink's loop and wait for its result."""
+        return self.asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT_S)
 
     def __exit__(self, *exc):
         self.asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(WAIT_S)
@@ -403,3 +411,130 @@ def test_okay_nabu_turn_on_the_kitchen_light_goes_to_home_assistant_as_text_and_
     assert sent["bytes"] == len("turn on the kitchen light") and "text" not in sent
     assert sent["destination"] == f"home_assistant via {sock}"
     assert rig.rc == 0 and rig.mic.violations == []
+
+
+class HomeAssistantSatelliteSide:
+    """Home Assistant's ESPHome side of the link: aioesphomeapi's APIClient, on the uplink's loop, subscribed to
+    the voice assistant with API audio. Records when each audio block arrived, the run's starts and stops, and
+    the read-only "uploading" sensor as it changes. Sends STT_VAD_END once `vad_end_after` bytes have come."""
+
+    def __init__(self, up: UplinkThread, vad_end_after: int, reply: str = ""):
+        self.up, self.vad_end_after, self.reply = up, vad_end_after, reply
+        self.audio: list[tuple[float, bytes]] = []
+        self.starts: list = []
+        self.stops: list[bool] = []
+        self.uploading: list[tuple[float, bool]] = []
+        self.vad_end_at: float | None = None
+
+    async def connect(self):
+        from aioesphomeapi import APIClient
+
+        self.api = APIClient("127.0.0.1", self.up.api_port, None, client_info="test")
+        await self.api.connect(login=True)
+        await self.api.device_info_and_list_entities()
+        self.api.subscribe_states(self._state)
+        self.api.subscribe_voice_assistant(handle_start=self._start, handle_stop=self._stop, handle_audio=self._audio)
+
+    def _state(self, s):
+        if s.key == 3 and not s.missing_state:  # the "uploading" binary sensor
+            self.uploading.append((time.monotonic(), s.state))
+
+    async def _start(self, conversation_id, flags, audio_settings, wake_word_phrase):
+        self.starts.append(wake_word_phrase)
+        return 0  # API audio: the stream comes on this connection
+
+    async def _stop(self, abort):
+        from aioesphomeapi.model import VoiceAssistantEventType as Ev
+
+        self.stops.append(abort)
+        if self.reply and not abort:
+            self.api.send_voice_assistant_event(Ev.VOICE_ASSISTANT_TTS_START, {"text": self.reply})
+            self.api.send_voice_assistant_event(Ev.VOICE_ASSISTANT_TTS_END, {})
+            self.api.send_voice_assistant_event(Ev.VOICE_ASSISTANT_RUN_END, {})
+
+    async def _audio(self, data, data2):
+        from aioesphomeapi.model import VoiceAssistantEventType as Ev
+
+        self.audio.append((time.monotonic(), data))
+        if self.vad_end_at is None and sum(len(d) for _, d in self.audio) >= self.vad_end_after:
+            self.vad_end_at = time.monotonic()
+            self.api.send_voice_assistant_event(Ev.VOICE_ASSISTANT_STT_VAD_END, {})
+
+    async def close(self):
+        await self.api.disconnect()
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(d for _, d in self.audio)
+
+
+def test_audio_mode_sends_only_the_words_after_the_wake_word_and_only_inside_the_upload_light(
+        tmp_path, short_dir, synth):
+    """Audio mode end to end: the real daemon (mock pins, its gate, ledger and light), the real uplink (bridge
+    and ESPHome API server) and Home Assistant's own client library. Every audio byte Home Assistant got lies
+    inside the upload light and the ledger's UPLOADING interval, the wake phrase is not among them, the stream
+    stops at Home Assistant's end of speech, and the ledger has the bytes, the seconds and where they went."""
+    import speech
+
+    wake = speech.pcm(synth("okay nabu", lead_s=0.3, tail_s=0.0))
+    command = speech.pcm(synth("turn on the kitchen light", lead_s=0.0, tail_s=2.5))
+    audio = wake + command
+    sock = short_dir / "uplink.sock"
+    rig = Rig(tmp_path / "state", sock, muted=False, audio=audio, mode="audio",
+              extra={"capture": {"max_s": 6.0}, "recognizer": {"engine": "pocketsphinx"}})
+    shown: list[tuple[float, State]] = []
+    forwarded_at: list[float] = []
+    said: list[str] = []
+    with UplinkThread(sock, audio_mode=True) as up, rig:
+        light = rig.daemon.indicator
+        show = light.show
+        light.show = lambda state, **kw: (show(state, **kw), shown.append((time.monotonic(), State(state))))[0]
+        server = up.bridge.server
+        send_audio = server.send_audio
+        server.send_audio = lambda pcm: (forwarded_at.append(time.monotonic()), send_audio(pcm))[1]
+        speaker = rig.daemon.responder.speaker
+        say = speaker.say
+        speaker.say = lambda text: (said.append(text), say(text))[1]
+        ha = HomeAssistantSatelliteSide(up, vad_end_after=len(command) // 2, reply="Turned on the kitchen light")
+        up.call(ha.connect())
+        until(lambda: rig.daemon.uplink.link.connected and up.bridge.connected and rig.daemon.uplink.upload_ready(),
+              what="the uplink and Home Assistant connected")
+        rig.mic.speak.set()
+        until(lambda: ha.stops and [e for e in rig.ledger() if e["event"] == "upload"], what="the stream ended")
+        until(lambda: said and not speaker.speaking, what="Home Assistant's reply said")
+        until(lambda: len(ha.uploading) >= 3, what="Home Assistant saw the upload end")
+        up.call(ha.close())
+    got = ha.received
+    (upload,) = [e for e in rig.ledger() if e["event"] == "upload"]
+    # Every byte: the ledger, the uplink and Home Assistant agree on how many, and where they went.
+    assert len(got) > 0 and upload["bytes"] == upload["forwarded"] == len(got) == up.bridge.audio_forwarded
+    assert upload["destination"] == f"home_assistant via {sock}" and upload["end"] == "vad_end"
+    assert upload["duration_s"] == round(len(got) / 32000, 3)
+    # The wake phrase is not sent: what Home Assistant got is the command, from its start at the earliest.
+    import numpy as np
+
+    start = audio.find(got)
+    assert start >= 0, "Home Assistant got audio that is not the mic's, in the mic's order"
+    # espeak-ng ends "okay nabu" with silence, and the detector fires in it: what of the wake clip was sent
+    # (if any) is that silence, never a sound of the phrase.
+    sent_of_wake = np.frombuffer(audio[start:len(wake)], "<i2") if start < len(wake) else np.zeros(1, "<i2")
+    speech_level = np.abs(np.frombuffer(wake, "<i2")).max()
+    assert np.abs(sent_of_wake).max() < speech_level / 100, (
+        f"{(len(wake) - start) / 32000:.3f} s of the wake phrase were sent, and not silence")
+    # ... inside the light: on (confirmed) before the first byte left the uplink, off after the last.
+    on = [t for t, st in shown if st is State.UPLOADING]
+    off = [t for t, st in shown if st is not State.UPLOADING and on and t > on[0]]
+    assert len(on) == 1 and off, shown
+    assert on[0] < forwarded_at[0] and forwarded_at[-1] < off[0]
+    assert on[0] < ha.audio[0][0]
+    # ... and inside the ledger's UPLOADING interval, which Home Assistant saw open before and close after.
+    states = [e for e in rig.ledger() if e["event"] == "state"]
+    assert [e["state"] for e in states if e["state"] in ("uploading", "capturing")] == ["uploading"]
+    assert [v for _, v in ha.uploading] == [False, True, False]
+    assert ha.uploading[1][0] < ha.audio[0][0] and ha.audio[-1][0] < ha.uploading[2][0]
+    # It stopped at Home Assistant's end of speech: what was on its way then, and nothing after it.
+    after = sum(len(d) for t, d in ha.audio if t > ha.vad_end_at)
+    assert after <= 0.3 * 32000, f"{after} bytes after STT_VAD_END"
+    assert ha.starts == [None] and ha.stops == [False]
+    assert said == ["Turned on the kitchen light"]  # the reply came back as in text mode
+    assert rig.rc == 0 and rig.mic.violations == [] and rig.raised == []

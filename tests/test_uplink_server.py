@@ -163,17 +163,8 @@ def test_voice_assistant_subscription_timers_announcements_and_pipeline_events_r
         # Pipeline events for a run this device did not start are ignored ...
         api.send_voice_assistant_event(VoiceAssistantEventType.VOICE_ASSISTANT_STT_VAD_END, None)
         await until(lambda: "no run of this device is under way" in caplog.text)
-        # ... and reach the daemon for one it did (audio mode, after its own wake word).
-        assert server.start_run("utt-1", "okay nabu")
-        await until(lambda: starts == ["okay nabu"])
-        api.send_voice_assistant_event(VoiceAssistantEventType.VOICE_ASSISTANT_STT_VAD_END, None)
-        api.send_voice_assistant_event(VoiceAssistantEventType.VOICE_ASSISTANT_ERROR,
-                                       {"code": "stt-no-text-recognized", "message": "No text recognized"})
-        await sink.wait(lambda calls: sum(c[0] == "pipeline_event" for c in calls) == 2)
-        assert [c[1] for c in sink.calls if c[0] == "pipeline_event"] == [
-            PipelineEvent("utt-1", "stt_vad_end", "", ""),
-            PipelineEvent("utt-1", "error", "stt-no-text-recognized", "No text recognized")]
-        assert server.run_id is None  # the error ended the run
+        # A text-mode server never starts a run (it streams nothing).
+        assert not server.start_run("utt-1", "okay nabu") and server.run_id is None
 
         unsub()
         await sink.wait(lambda calls: calls[-1] == ("home_assistant_link", False, False))
@@ -344,3 +335,54 @@ def test_arbitrary_bytes_into_either_api_codec_raise_nothing_but_its_frame_error
     with contextlib.suppress(api_frames.ApiFrameError):
         packets, reply, _ = codec.feed(data)
         assert all(isinstance(t, int) and isinstance(p, bytes) for t, p in packets) and isinstance(reply, bytes)
+
+
+@pytest.mark.parametrize("api_audio", [True, False], ids=["subscribed_for_audio", "subscribed_without_audio"])
+def test_audio_mode_runs_only_for_a_home_assistant_subscribed_for_api_audio(api_audio):
+    """Audio mode advertises API_AUDIO; a run starts only towards the connection that subscribed for API audio,
+    its stream arrives as Home Assistant's handle_audio and its end as handle_stop, and pipeline events of
+    that run reach the sink."""
+    async def main():
+        server, sink, port = await started(audio_mode=True)
+        api = client(port)
+        await api.connect(login=True)
+        info = await api.device_info()
+        assert info.voice_assistant_feature_flags_compat(api.api_version) & VoiceAssistantFeature.API_AUDIO
+        starts, audio, stops = [], [], []
+
+        async def handle_start(conversation_id, flags, audio_settings, wake_word_phrase):
+            starts.append(wake_word_phrase)
+            return 0
+
+        async def handle_stop(abort):
+            stops.append(abort)
+
+        async def handle_audio(data, data2):
+            audio.append(data)
+
+        unsub = api.subscribe_voice_assistant(handle_start=handle_start, handle_stop=handle_stop,
+                                              handle_audio=handle_audio if api_audio else None)
+        await sink.wait(lambda calls: ("home_assistant_link", True, False) in calls)
+        if not api_audio:
+            assert not server.start_run("utt-1") and server.run_id is None
+        else:
+            assert server.start_run("utt-1")
+            await until(lambda: starts == [None])
+            for i in range(3):
+                assert server.send_audio(bytes([i]) * 640)
+            assert await server.end_audio(abort=False) == 3 * 640
+            await until(lambda: stops == [False])
+            assert audio == [bytes([i]) * 640 for i in range(3)]
+            api.send_voice_assistant_event(VoiceAssistantEventType.VOICE_ASSISTANT_STT_VAD_END, None)
+            api.send_voice_assistant_event(VoiceAssistantEventType.VOICE_ASSISTANT_ERROR,
+                                           {"code": "stt-no-text-recognized", "message": "No text recognized"})
+            await sink.wait(lambda calls: sum(c[0] == "pipeline_event" for c in calls) == 2)
+            assert [c[1] for c in sink.calls if c[0] == "pipeline_event"] == [
+                PipelineEvent("utt-1", "stt_vad_end", "", ""),
+                PipelineEvent("utt-1", "error", "stt-no-text-recognized", "No text recognized")]
+            assert server.run_id is None  # the error ended the run
+            assert not server.send_audio(b"\x00" * 640)  # the stream is over: nothing more goes
+        unsub()
+        await api.disconnect()
+        await server.close()
+    run(main())

@@ -222,7 +222,8 @@ def cmd_uplink(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     # The daemon's socket comes from the config file both processes read (home_assistant.socket), never
     # from a second setting that could disagree with it.
     return uplink.run(uplink.UplinkOptions(Path(cfg.home_assistant.socket), args.host, args.port, None if args.plaintext else args.key_file,
-                                           args.name, not args.no_mdns, wake, _home_assistant(cfg)))
+                                           args.name, not args.no_mdns, wake, _home_assistant(cfg),
+                                           cfg.home_assistant.mode == "audio"))
 
 
 def _home_assistant(cfg: config_mod.Config):  # -> HomeAssistantOptions | None (its module needs aiohttp)

@@ -226,6 +226,9 @@ def _uplink_user(value: Any) -> str | None:
 class HomeAssistantConfig:
     # The daemon's side: off means no socket and no Home Assistant grammar, exactly as without an uplink.
     enabled: bool = _key(False)
+    # "text": only the words of what is not a local command go out. "audio": after the local wake word the
+    # utterance streams to Home Assistant's Assist pipeline, with the upload light on. Only this file sets it.
+    mode: str = _key("text", _choice("text", "audio"))
     socket: str = _key("/run/tallylight/uplink.sock", _socket_path)
     uplink_user: str = _key("tallylight-uplink", _uplink_user)
     ledger_text: bool = _key(False)

@@ -163,6 +163,12 @@ class Daemon:
 
             self.uplink = UplinkPort(cfg.home_assistant, self.gate, self.responder)
             self.uplink.open()
+            if cfg.home_assistant.mode == "audio":
+                # After the local wake word the utterance streams out, through the gate, when the uplink and
+                # Home Assistant are there; otherwise it is recognized here as in text mode.
+                self.pipeline.uploader = self.uplink
+                _LOG.warning("Home Assistant audio mode (home_assistant.mode): after the wake word, what is said "
+                             "streams to Home Assistant with the upload light on")
         if self._source_factory is not None:
             self.mic = self._source_factory(cfg.audio)
         else:

@@ -27,8 +27,9 @@ The rules, each with where it is enforced:
 8. Audio goes to disk only if debug recording is on, a capture is open and the ledger names the file
    first (`allow_debug_recording`, P4).
 9. An upload (P3): `begin_upload` by rule 1; `allow_send(n)` says yes only while UPLOADING with the
-   light still confirmed, and counts the bytes; `end_upload` ledgers destination and bytes. An
-   upload cut off by a mute or an error is wiped and ledgered with the bytes allowed so far.
+   light still confirmed, and counts the bytes; `end_upload` ledgers destination, bytes and seconds
+   (called once the uplink has passed the stream on, so the light is on while it does). An upload cut
+   off by a mute or an error is wiped and ledgered with the bytes allowed so far.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from enum import Enum
 from typing import Any
 
 from tallylight.errors import TallylightError
+from tallylight.pcm import BYTES_PER_SECOND
 
 _LOG = logging.getLogger(__name__)
 
@@ -216,16 +218,21 @@ class PrivacyGate:
         self._upload = (self._upload[0], self._upload[1] + nbytes)
         return True
 
-    def end_upload(self, destination: str, nbytes: int) -> None:
-        """UPLOADING -> LISTENING, `nbytes` sent to `destination`, its audio handed over and wiped."""
+    def end_upload(self, destination: str, nbytes: int, *, end: str = "finished", forwarded: int | None = None) -> None:
+        """UPLOADING -> LISTENING, `nbytes` sent to `destination`, its audio handed over and wiped. `forwarded`:
+        what the uplink says it passed on (never more than was sent)."""
         if self.state is not State.UPLOADING or self._upload is None:
             return
         to, allowed = self._upload
-        if destination != to or nbytes > allowed:
-            self.fail(f"the upload to {destination} reports {nbytes} bytes; {allowed} were allowed to {to}")
+        if destination != to or nbytes > allowed or (forwarded or 0) > nbytes:
+            self.fail(f"the upload to {destination} reports {nbytes} bytes ({forwarded} passed on); {allowed} were "
+                      f"allowed to {to}")
             return
         self._upload = None
-        self._close(State.LISTENING, "upload finished", record=("upload", {"destination": to, "bytes": nbytes}))
+        record = {"destination": to, "bytes": nbytes, "duration_s": round(nbytes / BYTES_PER_SECOND, 3), "end": end}
+        if forwarded is not None:
+            record["forwarded"] = forwarded
+        self._close(State.LISTENING, "upload finished", record=("upload", record))
 
     def note(self, event: str, **fields: Any) -> None:
         """Ledger an event that is not a state change. On failure the gate enters ERROR."""
@@ -293,7 +300,8 @@ class PrivacyGate:
             to, sent = self._upload
             self._upload = None
             try:
-                self._ledger.append("upload", destination=to, bytes=sent, end=f"cut off: {reason}")
+                self._ledger.append("upload", destination=to, bytes=sent, duration_s=round(sent / BYTES_PER_SECOND, 3),
+                                    end=f"cut off: {reason}")
             except Exception as e:
                 problem = problem or _why(e)
         return problem

@@ -1,4 +1,5 @@
-"""The listening pipeline: privacy gate -> wake detector -> capture session -> consumer.
+"""The listening pipeline: privacy gate -> wake detector -> capture session -> consumer (or, in Home
+Assistant's audio mode, -> upload stream).
 
 A plain object fed 16 kHz mono blocks with `process(block)`, returning events. It does no I/O of
 its own (the gate drives the light and the ledger), so `tallylight listen` feeds it files and the
@@ -38,6 +39,35 @@ class UtteranceConsumer(Protocol):
     def reset(self) -> None: ...
 
 
+class UtteranceUploader(Protocol):
+    """Where an utterance streams in audio mode (uplink_port.UplinkPort). It sends only what the pipeline
+    gives it, which the gate allowed block by block (P3); it keeps no audio of its own."""
+
+    upload_destination: str
+
+    def upload_ready(self) -> bool:
+        """True when a stream could start now (audio mode, the uplink and Home Assistant connected)."""
+
+    def begin_stream(self) -> None: ...
+
+    def stream(self, block: bytes) -> None:
+        """Send one block (allowed by the gate)."""
+
+    def stream_over(self) -> str:
+        """Why the stream should stop now ("vad_end": Home Assistant heard the end of speech, "dropped": the
+        link lost it), or "" while it goes on."""
+
+    def end_stream(self, reason: str) -> None:
+        """No more audio for this stream."""
+
+    def stream_settled(self) -> tuple[int, int | None, str] | None:
+        """After end_stream: (bytes sent, bytes the uplink passed on or None, how it ended) once the uplink has
+        passed the stream on or the wait for it is over; None while it is still passing it on."""
+
+    def abort_stream(self, reason: str) -> None:
+        """A mute or an error: whatever was not yet sent is taken back."""
+
+
 class Pipeline:
     def __init__(self, make_gate: Callable[..., PrivacyGate], wake, endpointer, cfg: CaptureConfig, *,
                  consumer: UtteranceConsumer | None = None, recorder=None):
@@ -45,6 +75,10 @@ class Pipeline:
         self.endpointer = endpointer
         self.consumer = consumer
         self.recorder = recorder
+        self.uploader: UtteranceUploader | None = None  # audio mode: set by the daemon once its uplink port exists
+        self._stream_bytes = 0
+        self._stream_end = ""  # why the stream being uploaded stopped; "" while it goes on
+        self.max_s = cfg.max_s
         self.preroll_s = cfg.preroll_s
         self.early_end_s = cfg.early_end_s
         self.ring = PrerollRing(cfg.ring_s)
@@ -75,6 +109,8 @@ class Pipeline:
         self.t += len(block) / BYTES_PER_SECOND
         if self.gate.capturing:
             self._capture(block)
+        elif self.gate.uploading:
+            self._upload(block)
         else:
             self._listen(block)
         # Most blocks give no event: hand back one shared empty tuple rather than a new list each time.
@@ -92,6 +128,9 @@ class Pipeline:
         if hit is None:
             return
         self._events.append(WakeDetected(self.t, hit.word, hit.engine, round(hit.score, 3)))
+        if self.uploader is not None and self.uploader.upload_ready():
+            self._begin_upload()
+            return
         # P2: only once the light is confirmed on (and ledgered) may audio go past this point.
         if not self.gate.begin_capture():
             self.ring.wipe()
@@ -118,6 +157,37 @@ class Pipeline:
             end = "max_length"
         if end:
             self._finish(end)
+
+    # -- audio mode: the utterance streams to Home Assistant (gate.py rule 9) ------------------------
+    def _begin_upload(self) -> None:
+        # P3: only once the upload light is confirmed on (and ledgered). The ring, which holds the wake
+        # phrase, is wiped either way: what is sent starts after the wake word.
+        opened = self.gate.begin_upload(self.uploader.upload_destination)
+        self.ring.wipe()
+        if opened:
+            self._stream_bytes, self._stream_end = 0, ""
+            self.uploader.begin_stream()
+
+    def _upload(self, block: bytes) -> None:
+        up = self.uploader
+        if not self._stream_end:
+            end = up.stream_over() or ("max_length" if self._stream_bytes >= self.max_s * BYTES_PER_SECOND else "")
+            if not end:
+                if self.gate.allow_send(len(block)):  # the light re-confirmed, the bytes counted (P3)
+                    up.stream(block)
+                    self._stream_bytes += len(block)
+                return
+            self._stream_end = end
+            up.end_stream(end)
+        # Blocks heard while the uplink passes the stream on are dropped, not kept: the light stays on
+        # until the uplink says the last byte has gone to Home Assistant.
+        settled = up.stream_settled()
+        if settled is None:
+            return
+        sent, forwarded, how = settled
+        self.wake.reset()
+        self.endpointer.reset()
+        self.gate.end_upload(up.upload_destination, sent, end=how, forwarded=forwarded)
 
     def _finish(self, end: str) -> None:
         duration = self.buffer.duration_s
@@ -153,7 +223,10 @@ class Pipeline:
         return self.drain()
 
     def forget(self) -> None:
-        """Drop all audio now (mute, error, shutdown): zero the ring and any capture in progress."""
+        """Drop all audio now (mute, error, shutdown): zero the ring and any capture in progress, and take
+        back what an upload had not sent yet."""
+        if self.uploader is not None:
+            self.uploader.abort_stream("stopped")
         self.ring.wipe()
         self.buffer.wipe()
         if self.consumer:

@@ -1,5 +1,5 @@
-"""The daemon's side of the Home Assistant uplink, text mode: what goes out on the socket, what comes in, and
-all that what comes in may do.
+"""The daemon's side of the Home Assistant uplink: what goes out on the socket, what comes in, and all that
+what comes in may do.
 
 Owned by the audio thread, like the rest of daemon.py: `poll()` once a loop turn (the link never blocks; a
 poll with nothing to do is a few non-blocking syscalls), `send_text()` from the home_assistant action,
@@ -7,18 +7,24 @@ poll with nothing to do is a few non-blocking syscalls), `send_text()` from the 
 
 Out: Hello and the gate's state on each new connection, State on each change (read-only in Home Assistant),
 TextUtterance (the words of a sentence, never audio: nothing lights, and the ledger gets where to and how
-many bytes, through the gate's `note`), TimerAck, AnnounceDone.
+many bytes, through the gate's `note`), TimerAck, AnnounceDone. In audio mode (home_assistant.mode, the local
+config only) also the utterance after the local wake word: the pipeline starts the stream once the gate is
+UPLOADING (upload light confirmed on) and hands over each block the gate allowed; this sends it as AudioChunk,
+stops at Home Assistant's stt_vad_end (or what the pipeline decides), sends AudioEnd, and keeps the stream,
+and so the light, open until the uplink's AudioSent says every byte went on to Home Assistant (or
+AUDIO_SENT_WAIT_S passes: what is still queued is then taken back). A mute takes back what is queued at once.
 
 In, and nothing else:
 - ReplyText for a sentence we sent: spoken by the reply speaker (espeak-ng), or, with_audio, Home Assistant's
   speech (ReplyAudio PCM, kept up to reply_audio_max_s, the rest dropped and logged) played the same way;
 - an Announcement: the same, and while muted only if announce_while_muted;
 - a TimerEvent "finished": the local alarm, for at most timer_ring_max_s;
-- PipelineEvent, UplinkHello, HomeAssistantLink: log lines (and a ledger note when Home Assistant's link
-  changes).
+- PipelineEvent: log lines; for the stream under way, stt_vad_end or an error ends it;
+- AudioSent for the stream that ended: the upload is over;
+- UplinkHello, HomeAssistantLink: log lines (and a ledger note when Home Assistant's link changes).
 Speech out suppresses wake detection while it plays, by the speaker's own callbacks (gate.py rule 7), as for
-local replies. Nothing here opens the mic or calls begin_capture/begin_upload: no message from the network
-can start a capture or an upload (messages.py has no kind that asks; tests/test_uplink_daemon.py drives
+local replies. Nothing here opens the mic or calls begin_capture/begin_upload (only the pipeline does, after
+the local wake word): no message from the network can start a capture or an upload (messages.py has no kind that asks; tests/test_uplink_daemon.py drives
 each kind through the real daemon). A message that makes no sense here is one log line, at most one a second.
 """
 
@@ -48,6 +54,7 @@ DROPPED_NOTE_EVERY_S = 10.0  # the ledger hears of dropped messages at most this
 MAX_PENDING = 8  # sentences awaiting Home Assistant's answer; an older one's answer is then ignored
 BYTES_PER_S = 2 * messages.PCM_RATE
 ERROR_REPLY = "Sorry, Home Assistant could not do that."
+AUDIO_SENT_WAIT_S = 3.0  # after AudioEnd, how long the upload light waits for the uplink's AudioSent
 # What Home Assistant sees of the gate: ERROR closes the mic, so it shows as muted.
 _SHOWN = {State.MUTED: "muted", State.ERROR: "muted", State.LISTENING: "listening", State.CAPTURING: "capturing",
           State.UPLOADING: "uploading"}
@@ -75,6 +82,22 @@ class _Speech:
     broken: bool = False
 
 
+@dataclass
+class _Stream:
+    """One utterance streaming to Home Assistant (audio mode): counts only, never audio."""
+
+    uid: str
+    seq: int = 0
+    queued: int = 0  # PCM bytes given to the link
+    over: str = ""  # why it must stop (Home Assistant's end of speech, an error, the link); "" while it goes on
+    end: str = ""  # the reason its AudioEnd gave
+    ended_at: float | None = None
+    forwarded: int | None = None  # AudioSent: what the uplink passed on
+
+
+_AUDIO_END_REASONS = {"vad_end", "max_length", "muted", "stopped", "dropped"}
+
+
 class UplinkPort:
     def __init__(self, cfg: HomeAssistantConfig, gate, responder=None, *, link: UplinkLink | None = None,
                  clock: Callable[[], float] = time.monotonic, dropped_note_every_s: float = DROPPED_NOTE_EVERY_S):
@@ -97,6 +120,8 @@ class UplinkPort:
         self._complaint_at = -1.0
         self._complaints_held = 0
         self.received: collections.Counter[str] = collections.Counter()  # kinds handled, for tests and status
+        self._stream: _Stream | None = None
+        self.upload_destination = f"home_assistant via {self.link.path}"
 
     def open(self) -> None:
         self.link.open()
@@ -127,9 +152,7 @@ class UplinkPort:
             return False
         if not self.link.send(msg):
             return False  # counted in link.dropped, which is ledgered
-        self._pending[uid] = msg.text
-        while len(self._pending) > MAX_PENDING:
-            self._pending.popitem(last=False)
+        self._expect_reply(uid, msg.text)
         _LOG.info("Home Assistant: sent %s (%d bytes of text)", uid, fields["bytes"])
         return True
 
@@ -138,6 +161,86 @@ class UplinkPort:
         if shown != self._shown:
             self._shown = shown
             self.link.send(messages.State(shown))
+
+    # -- out, audio mode: the pipeline's UtteranceUploader ------------------------------------------
+
+    def upload_ready(self) -> bool:
+        return (self._cfg.mode == "audio" and self._stream is None and self.link.connected
+                and self._ha_link is not None and self._ha_link[0])
+
+    def begin_stream(self) -> None:
+        uid = f"u{next(self._ids)}"
+        self._stream = _Stream(uid)
+        self._expect_reply(uid, "")
+        _LOG.info("Home Assistant: streaming %s (the upload light is on)", uid)
+
+    def stream(self, block: bytes) -> None:
+        st = self._stream
+        if st is None or st.over:
+            return
+        if not self.link.send(messages.AudioChunk(st.uid, st.seq, block)):
+            st.over = "dropped"  # the link lost a chunk: a stream with a hole is no use to Home Assistant
+            return
+        st.seq += 1
+        st.queued += len(block)
+
+    def stream_over(self) -> str:
+        st = self._stream
+        if st is None:
+            return "stopped"
+        if not st.over and not self.link.connected:
+            st.over = "dropped"
+        return st.over
+
+    def end_stream(self, reason: str) -> None:
+        st = self._stream
+        if st is None or st.ended_at is not None:
+            return
+        st.end = reason if reason in _AUDIO_END_REASONS else "stopped"
+        st.ended_at = self._clock()
+        self.link.send(messages.AudioEnd(st.uid, st.end))
+
+    def stream_settled(self) -> tuple[int, int | None, str] | None:
+        st = self._stream
+        if st is None or st.ended_at is None:
+            return None
+        if st.forwarded is None:
+            waited = self._clock() - st.ended_at
+            if self.link.connected and waited < AUDIO_SENT_WAIT_S:
+                return None
+            taken = self.link.discard_audio(st.uid)
+            _LOG.warning("Home Assistant: the uplink did not confirm stream %s (%s): %d bytes still queued taken "
+                         "back", st.uid, "it went away" if not self.link.connected else f"{waited:.1f} s", taken)
+            st.queued -= taken
+        self._stream = None
+        _LOG.info("Home Assistant: stream %s over (%s): %d bytes sent", st.uid, st.end, st.queued)
+        return st.queued, st.forwarded, st.end
+
+    def abort_stream(self, reason: str) -> None:
+        st = self._stream
+        if st is None:
+            return
+        self._stream = None
+        taken = self.link.discard_audio(st.uid)
+        if st.ended_at is None:
+            self.link.send(messages.AudioEnd(st.uid, reason if reason in _AUDIO_END_REASONS else "stopped"))
+        self._pending.pop(st.uid, None)
+        _LOG.info("Home Assistant: stream %s cut off (%s): %d bytes sent, %d taken back", st.uid, reason,
+                  st.queued - taken, taken)
+
+    def _audio_sent(self, msg: messages.AudioSent) -> None:
+        st = self._stream
+        if st is None or msg.utterance_id != st.uid or st.ended_at is None:
+            self._complain(f"AudioSent for {msg.utterance_id}, which is not a stream that ended: ignored")
+            return
+        if msg.forwarded > st.queued:
+            self._complain(f"the uplink says it passed on {msg.forwarded} bytes of {st.uid}; {st.queued} were sent")
+        st.forwarded = min(msg.forwarded, st.queued)
+
+    def _expect_reply(self, uid: str, text: str) -> None:
+        self._pending[uid] = text
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
 
     # -- the poll ----------------------------------------------------------------------------------
 
@@ -159,7 +262,7 @@ class UplinkPort:
 
     def _hello(self) -> None:
         name = clean_text(platform.node(), messages.MAX_NAME_CHARS) or "tallylight"
-        self.link.send(messages.Hello(f"tallylight {__version__}", name, "text"))
+        self.link.send(messages.Hello(f"tallylight {__version__}", name, self._cfg.mode))
         self._shown = _SHOWN[self._gate.state]
         self.link.send(messages.State(self._shown))
 
@@ -188,6 +291,8 @@ class UplinkPort:
             self._timer(msg)
         elif isinstance(msg, messages.PipelineEvent):
             self._pipeline_event(msg)
+        elif isinstance(msg, messages.AudioSent):
+            self._audio_sent(msg)
         else:  # the link's reader accepts only TO_DAEMON kinds; a new kind must be handled here first
             self._complain(f"{type(msg).__name__} is not handled by the daemon")
 
@@ -280,6 +385,9 @@ class UplinkPort:
         self.link.send(messages.TimerAck(msg.timer_id, "ringing"))
 
     def _pipeline_event(self, msg: messages.PipelineEvent) -> None:
+        st = self._stream
+        if st is not None and msg.utterance_id == st.uid and not st.over and msg.event in ("stt_vad_end", "error"):
+            st.over = "vad_end" if msg.event == "stt_vad_end" else "stopped"
         if msg.event != "error":
             _LOG.debug("Home Assistant %s: %s", msg.utterance_id, msg.event)
             return

@@ -14,7 +14,15 @@ its URL and a token file), and the daemon gets, in order: PipelineEvent run_star
 happen, ReplyText (with_audio saying whether ReplyAudio blocks follow), the blocks and ReplyAudioEnd,
 PipelineEvent tts_end, run_end. Any failure is one log line and one PipelineEvent "error" with its code.
 Without a Home Assistant configured, the answer is the error "no_conversation_path" at once, so the
-daemon can say so instead of waiting. Audio mode is not built yet: audio frames are dropped and counted.
+daemon can say so instead of waiting.
+
+Audio mode (only when both the daemon's Hello and the uplink's own config say "audio"): the daemon's first
+AudioChunk of an utterance starts a run in Home Assistant (`ApiServer.start_run`), each chunk goes straight on
+as VoiceAssistantAudio, and the stream's AudioEnd ends it there (aborts it for a mute or a gap); once this
+process has handed the last byte to the kernel, AudioSent tells the daemon how many bytes went on, and only
+then does its upload light go off. Nothing is kept: a chunk that cannot go on at once is dropped, and the
+stream with it. Without a Home Assistant subscribed for audio the answer is the error "no_peer" at once.
+Home Assistant's reply speech (TTS_END) is fetched from its own host only and played as in text mode.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import contextlib
 import errno
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +43,15 @@ from tallylight.uplink.home_assistant import ConversationError, HomeAssistantCli
 from tallylight.uplink.messages import MessageError, MessageReader, PipelineEvent
 
 _LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    """The daemon's audio stream under way: counts only, the audio goes straight on."""
+
+    uid: str
+    running: bool  # a run started in Home Assistant and nothing went wrong yet
+    next_seq: int = 1
 
 
 class DaemonBridge:
@@ -60,6 +78,8 @@ class DaemonBridge:
         self._tts_timeout_s = tts_timeout_s
         self._session: aiohttp.ClientSession | None = None  # announcements' audio without a configured HA
         self._tasks: set[asyncio.Task] = set()
+        self._audio_in: _Stream | None = None  # the daemon's audio stream under way
+        self.audio_forwarded = 0  # PCM bytes passed on to Home Assistant, all streams (for tests and status)
 
     @property
     def connected(self) -> bool:
@@ -116,6 +136,9 @@ class DaemonBridge:
         writer.close()
         if self.server is not None:
             self.server.set_gate_state(None)
+        if self._audio_in is not None:  # the daemon went mid-stream: stop the run in Home Assistant
+            self._spawn(self._finish_stream(self._audio_in, abort=True))
+            self._audio_in = None
         for fut in self._announces.values():
             if not fut.done():
                 fut.set_result(False)
@@ -150,9 +173,76 @@ class DaemonBridge:
                 task = asyncio.ensure_future(self._converse(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        elif isinstance(msg, messages.AudioChunk | messages.AudioEnd):
+        elif isinstance(msg, messages.AudioChunk):
+            self._audio_chunk(msg)
+        elif isinstance(msg, messages.AudioEnd):
+            self._audio_end(msg)
+
+    # --- audio mode: the daemon's stream, straight on to Home Assistant ---
+
+    def _audio_chunk(self, msg: messages.AudioChunk) -> None:
+        server = self.server
+        if msg.seq == 0:
+            if self._audio_in is not None:  # the last one never ended (the daemon restarted): stop it there
+                self._spawn(self._finish_stream(self._audio_in, abort=True))
+            if self.daemon_mode != "audio" or server is None or not server.audio_mode:
+                self.dropped += 1
+                _LOG.warning("daemon socket: dropped audio of %s: audio mode needs home_assistant.mode = \"audio\" "
+                             "for both the daemon and the uplink (restart both after changing it)", msg.utterance_id)
+                self._audio_in = _Stream(msg.utterance_id, False)
+                self.send(PipelineEvent(msg.utterance_id, "error", "not_audio_mode", "this uplink is in text mode"))
+                return
+            running = server.start_run(msg.utterance_id)
+            self._audio_in = _Stream(msg.utterance_id, running)
+            if not running:
+                self.send(PipelineEvent(msg.utterance_id, "error", "no_peer",
+                                        "no Home Assistant is connected for audio"))
+                return
+            _LOG.info("audio mode: streaming %s to Home Assistant", msg.utterance_id)
+        st = self._audio_in
+        if st is None or st.uid != msg.utterance_id or not st.running:
             self.dropped += 1
-            _LOG.warning("daemon socket: dropped %s: audio mode is not built into this uplink", type(msg).__name__)
+            return
+        if msg.seq != 0 and msg.seq != st.next_seq:
+            st.running = False  # a stream with a hole in it is no use: stop the run
+            self.send(PipelineEvent(st.uid, "error", "gap", f"block {msg.seq} came where {st.next_seq} was due"))
+            return
+        st.next_seq = msg.seq + 1
+        if not server.send_audio(msg.pcm):
+            st.running = False
+            self.send(PipelineEvent(st.uid, "error", "no_peer", "Home Assistant went away during the stream"))
+
+    def _audio_end(self, msg: messages.AudioEnd) -> None:
+        st = self._audio_in
+        if st is None or st.uid != msg.utterance_id:
+            self.send(messages.AudioSent(msg.utterance_id, 0))
+            return
+        self._audio_in = None
+        self._spawn(self._finish_stream(st, abort=msg.reason not in ("vad_end", "max_length")))
+
+    async def _finish_stream(self, st: _Stream, abort: bool) -> None:
+        forwarded = 0
+        if self.server is not None and (st.running or self.server.audio_sent):
+            forwarded = await self.server.end_audio(abort or not st.running)
+        self.audio_forwarded += forwarded
+        _LOG.info("audio mode: %s over, %d bytes passed on to Home Assistant", st.uid, forwarded)
+        self.send(messages.AudioSent(st.uid, forwarded))
+
+    def run_speech(self, run_id: str, text: str, url: str, peer_host: str) -> None:
+        self._spawn(self._run_speech(run_id, text, url, peer_host))
+
+    async def _run_speech(self, run_id: str, text: str, url: str, peer_host: str) -> None:
+        pcm = await self._announce_audio(url, peer_host) if url else None
+        if pcm is None and not text:
+            return
+        self.send(messages.ReplyText(run_id, text, pcm is not None))
+        if pcm is not None:
+            await self._stream(run_id, pcm)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         for task in list(self._tasks):

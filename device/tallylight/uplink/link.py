@@ -56,8 +56,10 @@ class _Peer:
         self.sock = sock
         self.pid = pid
         self.reader = MessageReader(messages.TO_DAEMON_KINDS)
-        self.queue: collections.deque[tuple[str, memoryview]] = collections.deque()
+        # (kind name, what is left of the frame, the utterance of an AudioChunk else "", its PCM bytes)
+        self.queue: collections.deque[tuple[str, memoryview, str, int]] = collections.deque()
         self.queued_bytes = 0
+        self.head_started = False  # the first frame in the queue is partly written to the socket
         self.last_progress = now
 
 
@@ -159,12 +161,34 @@ class UplinkLink:
         frame = messages.encode(msg)
         if peer.queued_bytes + len(frame) > self._max_queue_bytes:
             return self._count_drop(msg)
-        peer.queue.append((type(msg).__name__, memoryview(frame)))
+        audio = (msg.utterance_id, len(msg.pcm)) if isinstance(msg, AudioChunk) else ("", 0)
+        peer.queue.append((type(msg).__name__, memoryview(frame), *audio))
         peer.queued_bytes += len(frame)
         if isinstance(msg, AudioChunk):
             self._open_streams.add(msg.utterance_id)
         self._flush()
         return True
+
+    def discard_audio(self, utterance_id: str) -> int:
+        """Take back the chunks of an utterance still waiting in the queue (a mute, or an uplink that never
+        confirmed): they must not leave once the upload light is off. Returns the PCM bytes taken back. A chunk
+        already half written cannot be finished later, so then the connection is closed rather than send its rest."""
+        peer = self._peer
+        if peer is None:
+            return 0
+        if peer.queue and peer.head_started and peer.queue[0][2] == utterance_id:
+            self._drop_peer("an audio stream was cut off halfway through a chunk")  # its rest never goes
+            return 0  # whatever was queued went down with the connection, and was never sent
+        taken = 0
+        kept: collections.deque[tuple[str, memoryview, str, int]] = collections.deque()
+        for item in peer.queue:
+            if item[2] == utterance_id:
+                taken += item[3]
+                peer.queued_bytes -= len(item[1])
+            else:
+                kept.append(item)
+        peer.queue = kept
+        return taken
 
     def _count_drop(self, msg: Message) -> bool:
         self.dropped += 1
@@ -180,7 +204,7 @@ class UplinkLink:
     def _flush(self) -> None:
         peer = self._peer
         while peer is not None and peer.queue:
-            name, view = peer.queue[0]
+            name, view, uid, pcm_bytes = peer.queue[0]
             try:
                 n = peer.sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):
@@ -191,9 +215,11 @@ class UplinkLink:
             peer.queued_bytes -= n
             if n == len(view):
                 peer.queue.popleft()
+                peer.head_started = False
             else:
+                peer.head_started = True
                 # A frame half sent stays first in the queue: the peer never sees a torn frame.
-                peer.queue[0] = (name, view[n:])
+                peer.queue[0] = (name, view[n:], uid, pcm_bytes)
                 return
 
     # --- the poll ---
@@ -281,7 +307,7 @@ class UplinkLink:
         self._peer = None
         if why:
             _LOG.warning("uplink socket: %s: connection closed", why)
-        for name, _ in peer.queue:
+        for name, *_ in peer.queue:
             self.dropped += 1
             self.dropped_by_kind[name] += 1
         # Whatever audio was on its way is gone with the connection: the rest of those utterances goes too.

@@ -41,6 +41,7 @@ class UplinkOptions:
     mdns: bool
     wake_words: tuple[tuple[str, str], ...]
     home_assistant: HomeAssistantOptions | None = None  # None: no conversation path (no url in the config)
+    audio_mode: bool = False  # home_assistant.mode = "audio" in the config file (the daemon's Hello must agree)
 
 
 def new_key(path: Path) -> str:
@@ -100,7 +101,7 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
     ident = identity(opts.name, opts.wake_words)
     ha = HomeAssistantClient(opts.home_assistant) if opts.home_assistant is not None else None
     bridge = DaemonBridge(opts.socket, f"tallylight-uplink {__version__}", home_assistant=ha)
-    server = ApiServer(ident, bridge, psk=psk)
+    server = ApiServer(ident, bridge, psk=psk, audio_mode=opts.audio_mode)
     bridge.server = server
     port = await server.start(opts.host, opts.port)
     zc = None

@@ -35,6 +35,7 @@ MAX_ID_CHARS = 64
 MAX_SECONDS = 24 * 3600  # Home Assistant's timers are minutes to hours; nothing here needs more than a day
 MAX_SEQ = 2**31 - 1
 MAX_PCM_BYTES = 32 * 1024  # = framing.MAX_DATA_BYTES: 1.024 s of s16le mono 16 kHz
+MAX_STREAM_BYTES = 2**31 - 1  # the PCM of one audio-mode stream (capture.max_s caps it far below this)
 PCM_RATE = RATE  # every PCM on this socket is s16le mono at this rate: nothing to negotiate, nothing to check
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -380,6 +381,17 @@ class PipelineEvent(Message):
     message: str = text(500)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioSent(Message):
+    """Audio mode: the uplink has handed every chunk of a stream to Home Assistant's connection (or dropped
+    the rest), after the stream's AudioEnd. The daemon keeps the upload light on until this comes."""
+
+    KIND: ClassVar[int] = 29
+    DIRECTION: ClassVar[str] = TO_DAEMON
+    utterance_id: str = ident()
+    forwarded: int = integer(0, MAX_STREAM_BYTES)  # the PCM bytes that went to Home Assistant
+
+
 MAX_EXPOSED_NAMES = 200  # = speech.ha_sentences.MAX_NAMES: the grammar takes no more
 MAX_EXPOSED_AREAS = 100
 
@@ -401,7 +413,7 @@ KINDS: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (Hello, State, TextUtterance, AudioChunk, AudioEnd, TimerAck, AnnounceDone,
                 UplinkHello, HomeAssistantLink, ReplyText, ReplyAudio, ReplyAudioEnd, Announcement,
-                TimerEvent, PipelineEvent, ExposedNames)
+                TimerEvent, PipelineEvent, ExposedNames, AudioSent)
 }
 # Whatever the daemon will accept from the uplink: the list that must hold nothing that captures or uploads.
 TO_DAEMON_KINDS = frozenset(k for k, cls in KINDS.items() if cls.DIRECTION == TO_DAEMON)

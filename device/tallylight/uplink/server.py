@@ -5,7 +5,10 @@ entities, subscribes to states and to the voice assistant. What it gets to see a
 - three read-only binary sensors, muted / capturing / uploading, pushed when the daemon's gate changes.
   There are no switches, buttons or selects: Home Assistant can neither unmute nor change the mode;
 - voice assistant feature flags for text mode: VOICE_ASSISTANT | TIMERS | ANNOUNCE (no API_AUDIO, no
-  SPEAKER, no START_CONVERSATION: the device never streams audio unless its local config says so);
+  SPEAKER, no START_CONVERSATION: the device never streams audio unless its local config says so); in audio
+  mode (home_assistant.mode = "audio" in the local config) also API_AUDIO: after the daemon's own wake word,
+  a run starts (VoiceAssistantRequest) and the daemon's stream goes out as VoiceAssistantAudio on this
+  connection, to a Home Assistant that subscribed for API audio, and nowhere else;
 - timer events and announcements, handed to a `VoiceSink` (the bridge to the daemon) as text, or as
   speech audio that the sink fetches from this connection's own host only, never as anything that could
   open the mic. An announcement's start_conversation is refused (it needs the local
@@ -34,7 +37,7 @@ from typing import Protocol
 from aioesphomeapi import api_pb2 as pb
 from aioesphomeapi.core import MESSAGE_TYPE_TO_PROTO
 from aioesphomeapi.model import VoiceAssistantEventType as Ev
-from aioesphomeapi.model import VoiceAssistantFeature, VoiceAssistantTimerEventType
+from aioesphomeapi.model import VoiceAssistantFeature, VoiceAssistantSubscriptionFlag, VoiceAssistantTimerEventType
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as Proto
 
@@ -49,6 +52,7 @@ PROTO_TO_TYPE = {cls: type_ for type_, cls in MESSAGE_TYPE_TO_PROTO.items()}
 API_VERSION = (1, 10)
 TEXT_MODE_FEATURES = (VoiceAssistantFeature.VOICE_ASSISTANT | VoiceAssistantFeature.TIMERS
                       | VoiceAssistantFeature.ANNOUNCE)
+AUDIO_MODE_FEATURES = TEXT_MODE_FEATURES | VoiceAssistantFeature.API_AUDIO
 MAX_CONNECTIONS = 4  # Home Assistant, and the owner's `esphome logs` or a reconnect that overlaps a stale one
 
 # (key, object_id, name, icon): the gate's states as read-only binary sensors.
@@ -85,6 +89,9 @@ class VoiceSink(Protocol):
 
     def pipeline_event(self, event: PipelineEvent) -> None: ...
 
+    def run_speech(self, run_id: str, text: str, url: str, peer_host: str) -> None:
+        """Audio mode: the reply of the run for `run_id` (TTS_END), its speech at `url` on `peer_host`."""
+
     def announce(self, text: str, media_id: str, peer_host: str) -> Awaitable[bool]: ...
 
     def home_assistant_link(self, connected: bool, encrypted: bool) -> None: ...
@@ -96,8 +103,9 @@ def _ident(value: str) -> str | None:
 
 class ApiServer:
     def __init__(self, identity: DeviceIdentity, sink: VoiceSink, *, psk: bytes | None = None, idle_s: float = 60.0,
-                 ping_timeout_s: float = 20.0, max_write_buffer: int = 256 * 1024) -> None:
+                 ping_timeout_s: float = 20.0, max_write_buffer: int = 256 * 1024, audio_mode: bool = False) -> None:
         self.identity = identity
+        self.audio_mode = audio_mode  # the local config's home_assistant.mode; nothing Home Assistant says changes it
         self.sink = sink
         self.psk = psk
         self.idle_s = idle_s
@@ -107,7 +115,10 @@ class ApiServer:
         self.voice: _Connection | None = None  # the connection subscribed to the voice assistant
         self._gate_state: str | None = None
         self._server: asyncio.Server | None = None
+        self._stream_to: _Connection | None = None
         self.run_id: str | None = None  # the daemon's utterance a pipeline run of Home Assistant belongs to
+        self.run_reply_text = ""  # TTS_START's text for that run, said with its TTS_END
+        self.audio_sent = 0  # PCM bytes of the current stream handed to Home Assistant's connection
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -138,14 +149,43 @@ class ApiServer:
                 for key, obj, _, _ in ENTITIES]
 
     def start_run(self, utterance_id: str, wake_word_phrase: str = "") -> bool:
-        """Audio mode only, called for the daemon's own stream (after its wake word, light on): ask Home
-        Assistant to run its pipeline. False when no Home Assistant is subscribed to the voice assistant."""
-        if self.voice is None:
+        """Audio mode only, for the daemon's own stream (after its wake word, light on): ask Home Assistant to
+        run its pipeline. False without audio mode or a Home Assistant subscribed for API audio."""
+        voice = self.voice
+        if voice is None or not (self.audio_mode and voice.api_audio):
             return False
-        self.run_id = utterance_id
-        self.voice.send(pb.VoiceAssistantRequest(start=True, conversation_id="", flags=0,
-                                                 wake_word_phrase=wake_word_phrase))
+        self.run_id, self.run_reply_text, self.audio_sent = utterance_id, "", 0
+        self._stream_to = voice
+        voice.send(pb.VoiceAssistantRequest(start=True, conversation_id="", flags=0, wake_word_phrase=wake_word_phrase))
         return True
+
+    def send_audio(self, pcm: bytes) -> bool:
+        """A block of the run's stream to the connection the run started on; False when it is gone."""
+        conn = self._stream_to
+        if conn is None or conn is not self.voice or conn.transport is None or conn.transport.is_closing():
+            return False
+        conn.send(pb.VoiceAssistantAudio(data=pcm))
+        self.audio_sent += len(pcm)
+        return True
+
+    async def end_audio(self, abort: bool, timeout_s: float = 2.0) -> int:
+        """The stream is over: the end (or, aborted, a stop) to Home Assistant, and wait until this process has
+        handed all of it to the kernel. The PCM bytes that went to Home Assistant."""
+        conn, self._stream_to = self._stream_to, None
+        if conn is None:
+            return 0
+        if conn.transport is None or conn.transport.is_closing():
+            return self.audio_sent  # the connection went: at most this much reached Home Assistant
+        conn.send(pb.VoiceAssistantRequest(start=False) if abort else pb.VoiceAssistantAudio(end=True))
+        try:
+            async with asyncio.timeout(timeout_s):
+                while conn.transport is not None and conn.transport.get_write_buffer_size() and not conn.transport.is_closing():
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            conn.close(f"Home Assistant took over {timeout_s:g} s to take {conn.transport.get_write_buffer_size()} "
+                       "bytes of audio", abort=True)  # what it has not taken is not sent at all
+            return 0
+        return self.audio_sent
 
     def _voice_changed(self, conn: _Connection | None) -> None:
         self.voice = conn
@@ -160,6 +200,7 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self.said_hello = False
         self.subscribed_states = False
+        self.api_audio = False  # subscribed to the voice assistant with API audio (audio mode streams only to this)
         self._loop = asyncio.get_running_loop()
         self._last_rx = self._connected_at = self._loop.time()
         self._ping_sent: float | None = None
@@ -315,7 +356,7 @@ class _Connection(asyncio.Protocol):
             uses_password=False, name=ident.name, friendly_name=ident.friendly_name, mac_address=ident.mac,
             esphome_version="2025.9.0", model="Raspberry Pi", manufacturer="tallylight",
             project_name="tallylight.speaker", project_version=ident.version,
-            voice_assistant_feature_flags=int(TEXT_MODE_FEATURES),
+            voice_assistant_feature_flags=int(AUDIO_MODE_FEATURES if self.server.audio_mode else TEXT_MODE_FEATURES),
             api_encryption_supported=self.server.psk is not None))
 
     def _list_entities(self, msg: pb.ListEntitiesRequest) -> None:
@@ -348,6 +389,7 @@ class _Connection(asyncio.Protocol):
                 # rather than after the pings time out.
                 _LOG.info("API: %s takes over the voice assistant from %s", self.peer, old.peer)
                 old.close(f"replaced by a new Home Assistant connection from {self.peer}", abort=True)
+            self.api_audio = bool(msg.flags & VoiceAssistantSubscriptionFlag.API_AUDIO)
             self.server._voice_changed(self)
         elif self.server.voice is self:
             self.server._voice_changed(None)
@@ -366,6 +408,9 @@ class _Connection(asyncio.Protocol):
     def _voice_event(self, msg: pb.VoiceAssistantEventResponse) -> None:
         name = _PIPELINE_EVENTS.get(msg.event_type)
         run_id = self.server.run_id
+        if msg.event_type == Ev.VOICE_ASSISTANT_TTS_START and run_id is not None:
+            text = next((d.value for d in msg.data if d.name == "text"), "")
+            self.server.run_reply_text = messages.clean_text(text, messages.MAX_TEXT_CHARS)
         if name is None:
             return
         if run_id is None:
@@ -377,6 +422,9 @@ class _Connection(asyncio.Protocol):
         if name in ("run_end", "error"):
             self.server.run_id = None
         self.server.sink.pipeline_event(event)
+        if name == "tts_end" and (data.get("url") or self.server.run_reply_text):
+            # The speech is fetched by the sink from this connection's own host only, like an announcement's.
+            self.server.sink.run_speech(run_id, self.server.run_reply_text, data.get("url", "")[:2000], self._host())
 
     def _timer_event(self, msg: pb.VoiceAssistantTimerEventResponse) -> None:
         name = _TIMER_EVENTS.get(msg.event_type)
@@ -399,11 +447,13 @@ class _Connection(asyncio.Protocol):
         text = messages.clean_text(msg.text, messages.MAX_TEXT_CHARS)
         # The media URL is only ever fetched from this connection's host (the sink checks it), never run.
         media_id = msg.media_id[:2000] if msg.media_id else ""
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        host = peer[0] if isinstance(peer, tuple) else ""
-        task = asyncio.ensure_future(self._finish_announce(text, media_id, host))
+        task = asyncio.ensure_future(self._finish_announce(text, media_id, self._host()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _host(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return peer[0] if isinstance(peer, tuple) else ""
 
     async def _finish_announce(self, text: str, media_id: str, host: str) -> None:
         # An empty announcement has nothing to say: the daemon never hears of it.
