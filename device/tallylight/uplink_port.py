@@ -24,8 +24,9 @@ In, and nothing else:
 - UplinkHello, HomeAssistantLink: log lines (and a ledger note when Home Assistant's link changes).
 Speech out suppresses wake detection while it plays, by the speaker's own callbacks (gate.py rule 7), as for
 local replies. Nothing here opens the mic or calls begin_capture/begin_upload (only the pipeline does, after
-the local wake word): no message from the network can start a capture or an upload (messages.py has no kind that asks; tests/test_uplink_daemon.py drives
-each kind through the real daemon). A message that makes no sense here is one log line, at most one a second.
+the local wake word): no message from the network can start a capture or an upload (messages.py has no kind
+that asks; tests/test_uplink_daemon.py drives each kind through the real daemon). A message that makes no
+sense here is one log line, at most one a second.
 """
 
 from __future__ import annotations
