@@ -191,8 +191,11 @@ def frames_of(kind: str) -> list[M.Message | bytes]:
         "PipelineEvent": [M.PipelineEvent("u1", ev, "", "") for ev in ("run_start", "stt_vad_end", "intent_end", "run_end")]
                          + [M.PipelineEvent("u1", "error", "no_peer", "start conversation")],
         "UplinkHello": [M.UplinkHello("tallylight-uplink test")],
-        "HomeAssistantLink": [M.HomeAssistantLink(True, False), M.HomeAssistantLink(True, True),
-                              M.HomeAssistantLink(False, False)],
+        "HomeAssistantLink": [M.HomeAssistantLink(True, False, False), M.HomeAssistantLink(True, True, False),
+                              M.HomeAssistantLink(True, True, True), M.HomeAssistantLink(False, False, False),
+                              M.HomeAssistantLink(True, True, True)],
+        # "Your stream is sent", for streams that never were.
+        "AudioSent": [M.AudioSent("u1", 0), M.AudioSent("u9", 64000)],
         # A daemon-to-uplink kind, an unknown kind, bad JSON, an extra "listen" field: each dropped, link kept.
         "garbage": [M.encode(M.AudioChunk("u1", 0, bytes(64))), encode_frame(200, b"{}", b""),
                     encode_frame(M.ReplyText.KIND, b"{not json", b""),
@@ -202,20 +205,26 @@ def frames_of(kind: str) -> list[M.Message | bytes]:
 
 
 KINDS = ["ReplyText", "ReplyAudio", "Announcement", "TimerEvent", "PipelineEvent", "UplinkHello",
-         "HomeAssistantLink", "garbage"]
+         "HomeAssistantLink", "AudioSent", "garbage"]
 
 
+def test_every_kind_the_daemon_accepts_is_driven_by_the_test_below():
+    assert {M.KINDS[k].__name__ for k in M.TO_DAEMON_KINDS} == set(KINDS) - {"garbage"} | {"ExposedNames",
+                                                                                          "ReplyAudioEnd"}
+
+
+@pytest.mark.parametrize("mode", ["text", "audio"])
 @pytest.mark.parametrize("muted", [False, True], ids=["listening", "muted"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_no_message_from_the_network_starts_a_capture_or_an_upload(tmp_path, short_dir, kind, muted):
+def test_no_message_from_the_network_starts_a_capture_or_an_upload(tmp_path, short_dir, kind, muted, mode):
     sock = short_dir / "uplink.sock"
-    with Rig(tmp_path, sock, muted=muted) as rig:
+    with Rig(tmp_path, sock, muted=muted, mode=mode) as rig:
         link = rig.daemon.uplink.link
         peer = Peer(sock)
         until(lambda: link.connected, what="the peer's connection accepted")
         # The daemon greets a new uplink with who it is (text mode) and its state, read-only.
         until(lambda: len(peer.got) >= 2, what="Hello and State")
-        assert isinstance(peer.got[0], M.Hello) and peer.got[0].mode == "text"
+        assert isinstance(peer.got[0], M.Hello) and peer.got[0].mode == mode  # the local config's, nothing else
         assert peer.got[1] == M.State("muted" if muted else "listening")
         frames = frames_of(kind)
         before = sum(rig.daemon.uplink.received.values())
@@ -538,3 +547,101 @@ def test_audio_mode_sends_only_the_words_after_the_wake_word_and_only_inside_the
     assert ha.starts == [None] and ha.stops == [False]
     assert said == ["Turned on the kitchen light"]  # the reply came back as in text mode
     assert rig.rc == 0 and rig.mic.violations == [] and rig.raised == []
+
+
+def _audio_mode_rig(tmp_path, short_dir, synth, **kw):
+    import speech
+
+    audio = speech.pcm(synth("okay nabu, turn on the kitchen light", lead_s=0.3, tail_s=3.0))
+    sock = short_dir / "uplink.sock"
+    rig = Rig(tmp_path / "state", sock, muted=False, audio=audio, mode="audio", names=["kitchen light"],
+              understander=_understander,
+              extra={"capture": {"max_s": 6.0}, "recognizer": {"engine": "pocketsphinx"}, **kw})
+    return rig, sock
+
+
+def _understander(cfg):
+    from tallylight.speech.understand import make_understander
+
+    return make_understander(cfg)
+
+
+def test_audio_mode_mute_mid_stream_cuts_it_at_once_and_ledgers_what_went(tmp_path, short_dir, synth):
+    rig, sock = _audio_mode_rig(tmp_path, short_dir, synth)
+    with UplinkThread(sock, audio_mode=True) as up, rig:
+        ha = HomeAssistantSatelliteSide(up, vad_end_after=10**9)  # it never hears the end: only the mute ends it
+        up.call(ha.connect())
+        until(lambda: rig.daemon.uplink.upload_ready(), what="Home Assistant connected for audio")
+        rig.mic.speak.set()
+        until(lambda: len(ha.received) >= 16000, what="half a second streamed")
+        muted_at = time.monotonic()
+        rig.mic.switch_muted = True
+        rig.factory.pin(MUTE_PIN).drive_high()  # the switch opens: muted
+        until(lambda: rig.daemon.gate.state is State.MUTED and ha.stops, what="the mute and Home Assistant's stop")
+        until(lambda: [e for e in rig.ledger() if e["event"] == "upload"], what="the upload ledgered")
+        got = len(ha.received)
+        up.call(ha.close())
+    (upload,) = [e for e in rig.ledger() if e["event"] == "upload"]
+    assert upload["end"].startswith("cut off") and upload["bytes"] >= got > 0
+    assert ha.stops == [True]  # aborted in Home Assistant, not ended as an utterance
+    # What was already on its way when the switch opened (a block or two), and nothing read after it.
+    late = sum(len(d) for t, d in ha.audio if t > muted_at)
+    assert late <= 3 * 640, f"{late} bytes reached Home Assistant after the mute"
+    assert rig.mic.violations == [] and rig.rc == 0
+    assert rig.daemon.pipeline.ring.is_zeroed()
+
+
+def test_audio_mode_without_a_home_assistant_taking_audio_recognizes_here_and_uploads_nothing(
+        tmp_path, short_dir, synth):
+    """Home Assistant connected for text only (no API audio): the utterance is recognized on the device, as in
+    text mode, and no audio byte crosses the socket."""
+    rig, sock = _audio_mode_rig(tmp_path, short_dir, synth)
+    with UplinkThread(sock, audio_mode=True) as up, rig:
+        from aioesphomeapi import APIClient
+
+        async def text_only():
+            api = APIClient("127.0.0.1", up.api_port, None, client_info="test")
+            await api.connect(login=True)
+
+            async def start(*_):
+                return 0
+
+            async def stop(_):
+                return None
+
+            api.subscribe_voice_assistant(handle_start=start, handle_stop=stop)  # no handle_audio: no API audio
+            return api
+
+        api = up.call(text_only())
+        until(lambda: rig.daemon.uplink._ha_link == (True, False), what="Home Assistant connected")
+        assert not rig.daemon.uplink.upload_ready()
+        rig.mic.speak.set()
+        until(lambda: up.ha.runs(), what="the sentence sent as text")
+        up.call(api.disconnect())
+    assert up.audio_bytes == 0 and "uploading" not in rig.states and "capturing" in rig.states
+    assert up.ha.runs()[0]["input"] == {"text": "turn on the kitchen light"}
+    assert not [e for e in rig.ledger() if e["event"] == "upload"]
+
+
+def test_audio_mode_home_assistant_gone_mid_stream_ends_the_upload_and_the_daemon_listens_on(
+        tmp_path, short_dir, synth):
+    rig, sock = _audio_mode_rig(tmp_path, short_dir, synth)
+    with UplinkThread(sock, audio_mode=True) as up, rig:
+        ha = HomeAssistantSatelliteSide(up, vad_end_after=10**9)
+        up.call(ha.connect())
+        until(lambda: rig.daemon.uplink.upload_ready(), what="Home Assistant connected for audio")
+        rig.mic.speak.set()
+        until(lambda: len(ha.received) >= 16000, what="half a second streamed")
+
+        async def kill():  # Home Assistant's connection breaks: no goodbye
+            for conn in list(up.bridge.server.connections):
+                conn.transport.abort()
+
+        up.call(kill())
+        until(lambda: [e for e in rig.ledger() if e["event"] == "upload"], what="the upload ended")
+        until(lambda: rig.daemon.gate.state is State.LISTENING, what="listening again")
+        loops = rig.daemon.pipeline.blocks_processed
+        until(lambda: rig.daemon.pipeline.blocks_processed > loops + 10, what="the loop going on")
+    (upload,) = [e for e in rig.ledger() if e["event"] == "upload"]
+    assert upload["bytes"] >= upload.get("forwarded", 0) >= 16000 and upload["end"] in ("stopped", "dropped")
+    assert rig.rc == 0 and rig.raised == [] and rig.mic.violations == []

@@ -56,7 +56,7 @@ def test_garbage_from_the_daemon_drops_that_connection_and_the_bridge_reconnects
         task = asyncio.create_task(bridge.run())
         await until(lambda: len(daemon.connections) == 1 and daemon.connections[0][1])
         assert daemon.connections[0][1][:2] == [messages.UplinkHello("tallylight-uplink test"),
-                                                messages.HomeAssistantLink(False, False)]
+                                                messages.HomeAssistantLink(False, False, False)]
         daemon.connections[0][0].write(b"\x00garbage that is no frame at all")
         await until(lambda: len(daemon.connections) == 2)
         assert "the daemon broke the protocol: bad frame magic" in caplog.text
@@ -66,9 +66,11 @@ def test_garbage_from_the_daemon_drops_that_connection_and_the_bridge_reconnects
                      + messages.encode(messages.State("uploading")))
         await until(lambda: server._gate_state == "uploading")
         assert "dropped a message: Announcement may not be sent this way (to_daemon only)" in caplog.text
-        # Audio mode is not built: audio is dropped and counted, never held.
-        writer.write(messages.encode(messages.AudioChunk("u1", 0, b"\0\0")))
-        await until(lambda: bridge.dropped == 1)
+        # This uplink is in text mode (its config): audio is dropped and counted, never held, and the daemon is
+        # told at once, so its upload ends; its AudioEnd gets "nothing went on".
+        writer.write(messages.encode(messages.AudioChunk("u1", 0, b"\0\0")) + messages.encode(messages.AudioEnd("u1", "vad_end")))
+        await until(lambda: bridge.dropped == 1 and messages.AudioSent("u1", 0) in daemon.connections[1][1])
+        assert messages.PipelineEvent("u1", "error", "not_audio_mode", "this uplink is in text mode") in daemon.connections[1][1]
         # The daemon goes: the states become unknown.
         writer.close()
         await until(lambda: server._gate_state is None)

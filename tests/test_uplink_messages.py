@@ -251,7 +251,9 @@ def test_each_side_accepts_only_its_own_direction():
 # none may ask the daemon to listen, capture, upload, unmute or change mode.
 UPLINK_VOCABULARY = {
     "UplinkHello": ["software"],
-    "HomeAssistantLink": ["connected", "encrypted"],
+    # `audio`: in audio mode (the local config's), whether Home Assistant can take a stream now; without it the
+    # daemon recognizes the utterance itself. It starts nothing: only the local wake word does.
+    "HomeAssistantLink": ["connected", "encrypted", "audio"],
     "ReplyText": ["utterance_id", "text", "with_audio"],
     "ReplyAudio": ["speech_id", "seq", "pcm"],
     "ReplyAudioEnd": ["speech_id"],
@@ -259,6 +261,9 @@ UPLINK_VOCABULARY = {
     "TimerEvent": ["event", "timer_id", "name", "total_s", "left_s", "active"],
     "PipelineEvent": ["utterance_id", "event", "code", "message"],
     "ExposedNames": ["names", "areas"],  # words for the grammar: they only ever add sentences to hear
+    # After the daemon's own AudioEnd: its stream has gone on. It can only let the upload light go off sooner
+    # (never before the daemon's last byte was written); a stray one is ignored.
+    "AudioSent": ["utterance_id", "forwarded"],
 }
 FORBIDDEN_WORDS = ("listen", "capture", "upload", "unmute", "mute", "mode", "conversation", "wake", "record", "mic")
 

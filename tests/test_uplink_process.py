@@ -114,7 +114,7 @@ def test_home_assistant_and_the_daemon_meet_through_the_uplink_process(uplink):
         poller = asyncio.create_task(daemon.poll_forever())
         try:
             await daemon.receive(messages.UplinkHello)
-            assert await daemon.receive(messages.HomeAssistantLink) == messages.HomeAssistantLink(False, False)
+            assert await daemon.receive(messages.HomeAssistantLink) == messages.HomeAssistantLink(False, False, False)
             daemon.link.send(messages.Hello("tallylight 0.1.0", "kitchen", "text"))
             daemon.link.send(messages.State("listening"))
 
@@ -136,7 +136,7 @@ def test_home_assistant_and_the_daemon_meet_through_the_uplink_process(uplink):
 
             api.subscribe_voice_assistant(handle_start=start, handle_stop=stop)
             assert await daemon.receive(messages.HomeAssistantLink, connected=True) == \
-                messages.HomeAssistantLink(True, True)
+                messages.HomeAssistantLink(True, True, False)
             api.send_voice_assistant_timer_event(VoiceAssistantTimerEventType.VOICE_ASSISTANT_TIMER_STARTED,
                                                  "t1", "tea", 180, 180, True)
             assert await daemon.receive(messages.TimerEvent) == messages.TimerEvent("started", "t1", "tea", 180, 180,

@@ -51,8 +51,9 @@ class RecordingSink:
         self._record("announce", text, media_id, peer_host)
         return True
 
-    def home_assistant_link(self, connected, encrypted):
+    def home_assistant_link(self, connected, encrypted, audio):
         self._record("home_assistant_link", connected, encrypted)
+        self.audio = audio
 
     async def wait(self, cond):
         async with asyncio.timeout(WAIT_S):

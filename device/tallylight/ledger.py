@@ -439,7 +439,9 @@ def describe(entry: dict[str, Any] | None) -> str:
         return (f"{when}  captured {seconds('duration_s')} s of audio in RAM, "
                 f"handed to {entry.get('handed_to', '?')} and wiped ({entry.get('end', '')})")
     if ev == "upload":
-        return f"{when}  UPLOADED {entry.get('bytes')} bytes to {entry.get('destination')}"
+        audio = f" ({seconds('duration_s')} s of audio)" if "duration_s" in entry else ""
+        end = f", {entry['end']}" if entry.get("end") else ""
+        return f"{when}  UPLOADED {entry.get('bytes')} bytes{audio} to {entry.get('destination')}{end}"
     if ev == "debug_recording":
         return f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({seconds('duration_s')} s)"
     if ev == "start":

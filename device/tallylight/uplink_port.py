@@ -122,6 +122,7 @@ class UplinkPort:
         self._complaints_held = 0
         self.received: collections.Counter[str] = collections.Counter()  # kinds handled, for tests and status
         self._stream: _Stream | None = None
+        self._ha_audio = False  # Home Assistant takes audio-mode streams (HomeAssistantLink.audio)
         self.upload_destination = f"home_assistant via {self.link.path}"
 
     def open(self) -> None:
@@ -167,7 +168,7 @@ class UplinkPort:
 
     def upload_ready(self) -> bool:
         return (self._cfg.mode == "audio" and self._stream is None and self.link.connected
-                and self._ha_link is not None and self._ha_link[0])
+                and self._ha_link is not None and self._ha_link[0] and self._ha_audio)
 
     def begin_stream(self) -> None:
         uid = f"u{next(self._ids)}"
@@ -298,6 +299,7 @@ class UplinkPort:
             self._complain(f"{type(msg).__name__} is not handled by the daemon")
 
     def _home_assistant_link(self, msg: messages.HomeAssistantLink) -> None:
+        self._ha_audio = msg.connected and msg.audio
         now = (msg.connected, msg.encrypted)
         if now != self._ha_link:
             self._ha_link = now

@@ -69,7 +69,7 @@ class DaemonBridge:
         self._writer: asyncio.StreamWriter | None = None
         self._announces: dict[str, asyncio.Future[bool]] = {}
         self._ids = itertools.count(1)
-        self._link = (False, False)
+        self._link = (False, False, False)
         self.dropped = 0
         self.daemon_mode: str | None = None
         self.home_assistant = home_assistant
@@ -336,9 +336,9 @@ class DaemonBridge:
     def pipeline_event(self, event: messages.PipelineEvent) -> None:
         self.send(event)
 
-    def home_assistant_link(self, connected: bool, encrypted: bool) -> None:
-        self._link = (connected, encrypted)
-        self.send(messages.HomeAssistantLink(connected, encrypted))
+    def home_assistant_link(self, connected: bool, encrypted: bool, audio: bool = False) -> None:
+        self._link = (connected, encrypted, audio)
+        self.send(messages.HomeAssistantLink(connected, encrypted, audio))
 
     async def announce(self, text: str, media_id: str = "", peer_host: str = "") -> bool:
         """Have the daemon say an announcement: its audio (media_id, fetched only from peer_host, the Home

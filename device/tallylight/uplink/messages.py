@@ -301,12 +301,14 @@ class UplinkHello(Message):
 
 @dataclass(frozen=True, slots=True)
 class HomeAssistantLink(Message):
-    """Whether Home Assistant is connected to the uplink now (for the daemon to say so and ledger it)."""
+    """Whether Home Assistant is connected to the uplink now (for the daemon to say so and ledger it), and
+    whether it takes the audio of audio mode (subscribed for API audio, and the uplink in audio mode)."""
 
     KIND: ClassVar[int] = 21
     DIRECTION: ClassVar[str] = TO_DAEMON
     connected: bool = flag()
     encrypted: bool = flag()
+    audio: bool = flag()
 
 
 @dataclass(frozen=True, slots=True)

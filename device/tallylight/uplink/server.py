@@ -94,7 +94,7 @@ class VoiceSink(Protocol):
 
     def announce(self, text: str, media_id: str, peer_host: str) -> Awaitable[bool]: ...
 
-    def home_assistant_link(self, connected: bool, encrypted: bool) -> None: ...
+    def home_assistant_link(self, connected: bool, encrypted: bool, audio: bool) -> None: ...
 
 
 def _ident(value: str) -> str | None:
@@ -189,7 +189,8 @@ class ApiServer:
 
     def _voice_changed(self, conn: _Connection | None) -> None:
         self.voice = conn
-        self.sink.home_assistant_link(conn is not None, bool(conn and conn.codec and conn.codec.encrypted))
+        self.sink.home_assistant_link(conn is not None, bool(conn and conn.codec and conn.codec.encrypted),
+                                      bool(conn and self.audio_mode and conn.api_audio))
 
 
 class _Connection(asyncio.Protocol):
