@@ -260,3 +260,20 @@ def test_check_with_a_key_names_it_and_follows_the_ledger_as_run_does(tmp_path):
     led.close()
     assert "run starts listening (listening when last stopped cleanly)" in _gpio_line(tmp_path, control="key", key="space",
                                                                                        at_start="last")[1]
+
+
+@pytest.mark.parametrize("mode, says", [("text", "text mode: only the words"), ("audio", "AUDIO mode: after the wake word")])
+def test_check_says_what_leaves_the_device_for_each_home_assistant_mode(tmp_path, mode, says):
+    import os
+
+    from tallylight.check import _check_home_assistant
+
+    off = config.from_dict({})
+    assert _check_home_assistant(off).startswith("off (home_assistant.enabled = false)")
+    cfg = config.from_dict({"home_assistant": {"enabled": True, "mode": mode, "uplink_user": str(os.getuid())}})
+    assert _check_home_assistant(cfg).startswith(says)
+
+
+def test_home_assistant_mode_is_text_or_audio(tmp_path):
+    with pytest.raises(ConfigError, match="home_assistant.mode"):
+        config.from_dict({"home_assistant": {"mode": "video"}})

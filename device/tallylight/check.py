@@ -54,6 +54,7 @@ def run_checks(cfg: Config, out: TextIO) -> int:
     r.attempt("recognizer", lambda: _check_recognizer(cfg))
     _check_vosk(cfg, r)
     r.attempt("state directory", lambda: _check_state_dir(cfg))
+    r.attempt("Home Assistant", lambda: _check_home_assistant(cfg))
     if cfg.reply.enabled or cfg.reply.sounds:
         for tool, pkg in (("espeak-ng", "espeak-ng"), ("aplay", "alsa-utils")):
             if shutil.which(tool):
@@ -125,6 +126,20 @@ def _start_state(cfg: Config, physical: bool) -> str:
     start = start_state(cfg.mute, v.last_entry if v else None, ledger_set_aside=not (v and v.ok), physical=physical)
     reason = start.reason.removeprefix("at start: ")
     return f"run starts {'muted' if start.muted else 'listening'} ({reason})"
+
+
+def _check_home_assistant(cfg: Config) -> str:
+    """What leaves the device, in the owner's words, and whether the uplink's user exists."""
+    ha = cfg.home_assistant
+    if not ha.enabled:
+        return "off (home_assistant.enabled = false): no socket, nothing leaves the device"
+    from tallylight.uplink_port import allowed_uid
+
+    uid = allowed_uid(ha.uplink_user)  # raises with the fix when the user is missing
+    sends = ("AUDIO mode: after the wake word, what you say streams to Home Assistant with the upload light on"
+             if ha.mode == "audio" else
+             "text mode: only the words of a sentence that is not a local command go to Home Assistant, never audio")
+    return f"{sends}; the uplink (uid {uid}) connects to {ha.socket}"
 
 
 def _check_wake(cfg: Config) -> str:
