@@ -145,7 +145,7 @@ class Rig:
         self.events: list = []
         self.daemon = Daemon(self.cfg, pin_factory=self.factory, notifier=Notifier(env={}),
                              source_factory=self.mic.plug_in, on_event=self._event, respond=True,
-                             consumer_factory=(lambda: understander(self.cfg)) if understander else None)
+                             consumer_factory=(lambda exposed=None: understander(self.cfg, exposed)) if understander else None)
         self.mic.daemon = self.daemon
         self.rc: int | None = None
         self.raised: list[BaseException] = []
