@@ -3,7 +3,9 @@
 The `homeassistant` package needs Python >= 3.13 and cannot run here, so this speaks the documented
 messages instead: auth_required / auth / auth_ok / auth_invalid; assist_pipeline/run answered by a result
 and the events run-start, intent-start, intent-end (speech), tts-start, tts-end (tts_output.url), run-end;
-POST /api/tts_get_url; GET /api/tts_proxy/NAME; config/device_registry/list. `behaviour` makes it
+POST /api/tts_get_url; GET /api/tts_proxy/NAME; config/device_registry/list; and what the uplink reads for
+the names exposed to Assist: homeassistant/expose_entity/list, get_states, config/entity_registry/get_entries,
+config/area_registry/list. `behaviour` makes it
 misbehave (wrong token, silence, a close mid-run, garbage). It records everything it received.
 """
 
@@ -34,11 +36,15 @@ def wav_bytes(seconds: float = 0.7, rate: int = 22050, channels: int = 1, freq: 
 
 class FakeHomeAssistant:
     def __init__(self, *, speech: str = "Turned on the kitchen light", tts: str = "wav",
-                 behaviour: str = "normal", devices: list | None = None) -> None:
+                 behaviour: str = "normal", devices: list | None = None, entities: dict | None = None,
+                 areas: list | None = None) -> None:
         self.speech = speech
         self.tts = tts  # "wav": the pipeline gives WAV; "mp3": MP3 first, WAV on request; "none": no TTS
         self.behaviour = behaviour  # normal | not_home_assistant | silent_run | close_mid_run | kill_mid_run | not_json | pipeline_error
         self.devices = devices or []
+        # entity_id -> {"name": friendly name, "exposed": to Assist, "aliases": [...]}; areas: [{"name", "aliases"}]
+        self.entities = entities or {}
+        self.areas = areas or []
         self.files: dict[str, tuple[bytes, str]] = {"reply.wav": (wav_bytes(), "audio/wav"),
                                                      "reply.mp3": (b"ID3\x04" + b"\0" * 200, "audio/mpeg")}
         self.redirects: dict[str, str] = {}
@@ -91,13 +97,34 @@ class FakeHomeAssistant:
                     await ws.send_json({"type": "auth_invalid", "message": "Invalid access token or password"})
                     await ws.close()
                 continue
-            if obj.get("type") == "config/device_registry/list":
-                await ws.send_json({"id": obj["id"], "type": "result", "success": True, "result": self.devices})
+            answer = self._registry_answer(obj)
+            if answer is not None:
+                await ws.send_json({"id": obj["id"], "type": "result", "success": True, "result": answer})
             elif obj.get("type") == "assist_pipeline/run":
                 await self._run(ws, obj, request)
                 if ws.closed:
                     break
         return ws
+
+    def _registry_answer(self, obj: dict):
+        """The result of a registry or state command (as Home Assistant's websocket_api shapes it), or None."""
+        kind = obj.get("type")
+        if kind == "config/device_registry/list":
+            return self.devices
+        if kind == "homeassistant/expose_entity/list":
+            return {"exposed_entities": {eid: {"conversation": e.get("exposed", True)}
+                                         for eid, e in self.entities.items()}}
+        if kind == "get_states":
+            return [{"entity_id": eid, "state": "off", "attributes": {"friendly_name": e["name"]}}
+                    for eid, e in self.entities.items()]
+        if kind == "config/entity_registry/get_entries":
+            return {eid: {"entity_id": eid, "name": None, "original_name": e["name"],
+                          "aliases": e.get("aliases", []), "disabled_by": None}
+                    for eid, e in self.entities.items() if eid in obj.get("entity_ids", [])}
+        if kind == "config/area_registry/list":
+            return [{"area_id": a["name"].lower().replace(" ", "_"), "name": a["name"],
+                     "aliases": a.get("aliases", [])} for a in self.areas]
+        return None
 
     async def _run(self, ws: web.WebSocketResponse, obj: dict, request: web.Request) -> None:
         run_id = obj["id"]

@@ -105,7 +105,8 @@ def _consumer_factory(cfg: config_mod.Config):
         from tallylight.speech.understand import make_understander
     except ImportError:
         return None
-    return lambda: make_understander(cfg)
+    # exposed: Home Assistant's names, when the uplink sends them (the daemon rebuilds its grammar with them).
+    return lambda exposed=None: make_understander(cfg, exposed)
 
 
 def cmd_listen(cfg: config_mod.Config, args: argparse.Namespace) -> int:

@@ -68,6 +68,10 @@ class Daemon:
         self._respond = respond  # act on commands and speak replies (off for tests of the audio path)
         self.responder = None
         self.uplink = None  # the UplinkPort, only with [home_assistant] enabled: otherwise no socket at all
+        self._names_wanted = None  # Home Assistant's names not built into the grammar yet
+        self._rebuild: threading.Thread | None = None
+        self._rebuilt = None  # (names, the consumer built with them), to swap in between captures
+        self.exposed_names: tuple = ((), ())  # the names of Home Assistant's in the grammar in use
         self._ready_sent = False
         self._blocks_since_check = _FULL_CHECK_EVERY
         if notifier is None:
@@ -161,7 +165,7 @@ class Daemon:
         if cfg.home_assistant.enabled:
             from tallylight.uplink_port import UplinkPort
 
-            self.uplink = UplinkPort(cfg.home_assistant, self.gate, self.responder)
+            self.uplink = UplinkPort(cfg.home_assistant, self.gate, self.responder, on_names=self._names_arrived)
             self.uplink.open()
             if cfg.home_assistant.mode == "audio":
                 # After the local wake word the utterance streams out, through the gate, when the uplink and
@@ -189,6 +193,11 @@ class Daemon:
                 self.ledger.write_witness()
             except TallylightError as e:
                 _LOG.error("%s", e)
+        if self._rebuild is not None:
+            self._rebuild.join(30)  # a grammar being built with Home Assistant's names
+        if self._rebuilt is not None:
+            self._rebuilt[1].close()
+            self._rebuilt = None
         for part in (self.key_button, self.uplink, self.responder, self.pipeline, self.mute, self.indicator, self.ledger):
             if part is not None:
                 try:
@@ -222,6 +231,47 @@ class Daemon:
             self.responder.poll()
         if self.uplink is not None:
             self.uplink.poll()
+            self._swap_consumer()
+
+    # -- Home Assistant's names: the grammar rebuilt with them, off the audio thread ------------------
+    def _names_arrived(self, names: tuple[str, ...], areas: tuple[str, ...]) -> None:
+        """From the uplink (on this thread): build the consumer again with them, in a thread of its own (a
+        recognizer takes from 0.2 s to seconds to build); the latest names win, one build at a time."""
+        if self._consumer_factory is None:
+            _LOG.info("names from Home Assistant not used: no recognizer is installed")
+            return
+        self._names_wanted = (names, areas)
+        self._start_rebuild()
+
+    def _start_rebuild(self) -> None:
+        if self._names_wanted is None or (self._rebuild is not None and self._rebuild.is_alive()):
+            return
+        if self._rebuilt is not None:
+            return  # the last one is not swapped in yet
+        exposed, self._names_wanted = self._names_wanted, None
+
+        def build() -> None:
+            try:
+                self._rebuilt = (exposed, self._consumer_factory(exposed=exposed))
+            except Exception as e:  # noqa: BLE001 - a name that breaks the recognizer must not stop the daemon
+                _LOG.error("the grammar was not rebuilt with Home Assistant's names (%s: %s): the one in use "
+                           "stays", type(e).__name__, e)
+
+        self._rebuild = threading.Thread(target=build, name="grammar-rebuild", daemon=True)
+        self._rebuild.start()
+
+    def _swap_consumer(self) -> None:
+        """A rebuilt consumer replaces the old one between captures (never during one: its audio is in it)."""
+        if self._rebuilt is None or self.gate.capturing:
+            return
+        (names, areas), new = self._rebuilt
+        self._rebuilt = None
+        old, self.pipeline.consumer = self.pipeline.consumer, new
+        self.exposed_names = (names, areas)
+        _LOG.info("grammar rebuilt with Home Assistant's %d names and %d areas", len(names), len(areas))
+        if old is not None and hasattr(old, "close"):
+            old.close()
+        self._start_rebuild()  # names that came while this one was being built
 
     def _to_home_assistant(self, text: str) -> bool:
         return self.uplink is not None and self.uplink.send_text(text)

@@ -21,7 +21,9 @@ In, and nothing else:
 - a TimerEvent "finished": the local alarm, for at most timer_ring_max_s;
 - PipelineEvent: log lines; for the stream under way, stt_vad_end or an error ends it;
 - AudioSent for the stream that ended: the upload is over;
-- UplinkHello, HomeAssistantLink: log lines (and a ledger note when Home Assistant's link changes).
+- UplinkHello, HomeAssistantLink: log lines (and a ledger note when Home Assistant's link changes);
+- ExposedNames: Home Assistant's entity and area names, handed to the daemon (`on_names`), which rebuilds
+  its grammar with them off the audio thread: they only add names to Home Assistant's sentences.
 Speech out suppresses wake detection while it plays, by the speaker's own callbacks (gate.py rule 7), as for
 local replies. Nothing here opens the mic or calls begin_capture/begin_upload (only the pipeline does, after
 the local wake word): no message from the network can start a capture or an upload (messages.py has no kind
@@ -101,10 +103,14 @@ _AUDIO_END_REASONS = {"vad_end", "max_length", "muted", "stopped", "dropped"}
 
 class UplinkPort:
     def __init__(self, cfg: HomeAssistantConfig, gate, responder=None, *, link: UplinkLink | None = None,
-                 clock: Callable[[], float] = time.monotonic, dropped_note_every_s: float = DROPPED_NOTE_EVERY_S):
+                 clock: Callable[[], float] = time.monotonic, dropped_note_every_s: float = DROPPED_NOTE_EVERY_S,
+                 on_names: Callable[[tuple[str, ...], tuple[str, ...]], None] | None = None):
         self._cfg = cfg
         self._gate = gate
         self._responder = responder  # None: `run` without replies (tests of the audio path): nothing is said
+        # Home Assistant's exposed names, for the daemon to rebuild its grammar with (None: not wanted).
+        self._on_names = on_names
+        self._names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.link = link or UplinkLink(Path(cfg.socket), allowed_uid(cfg.uplink_user))
         self._clock = clock
         self._every_s = dropped_note_every_s
@@ -295,6 +301,8 @@ class UplinkPort:
             self._pipeline_event(msg)
         elif isinstance(msg, messages.AudioSent):
             self._audio_sent(msg)
+        elif isinstance(msg, messages.ExposedNames):
+            self._exposed_names(msg)
         else:  # the link's reader accepts only TO_DAEMON kinds; a new kind must be handled here first
             self._complain(f"{type(msg).__name__} is not handled by the daemon")
 
@@ -386,6 +394,19 @@ class UplinkPort:
         # The cap is the local config's, whatever Home Assistant's timer says.
         self._responder.ring(max(1, int(self._cfg.timer_ring_max_s // (ALARM_RING_S + ALARM_GAP_S))))
         self.link.send(messages.TimerAck(msg.timer_id, "ringing"))
+
+    def _exposed_names(self, msg: messages.ExposedNames) -> None:
+        # Words to add to Home Assistant's sentences, nothing more: the rebuild (daemon.py, off the audio
+        # thread) keeps every local command as it is and drops a name that would sound like one.
+        got = (msg.names, msg.areas)
+        if got == self._names:
+            return
+        self._names = got
+        _LOG.info("Home Assistant exposes %d names and %d areas: the grammar is rebuilt with them",
+                  len(msg.names), len(msg.areas))
+        self._gate.note("home_assistant_names", names=len(msg.names), areas=len(msg.areas))
+        if self._on_names is not None:
+            self._on_names(msg.names, msg.areas)
 
     def _pipeline_event(self, msg: messages.PipelineEvent) -> None:
         st = self._stream

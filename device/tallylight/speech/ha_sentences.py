@@ -18,10 +18,14 @@ The template syntax is close to tallylight's own (docs/commands.md): text, (a|b)
   hear "any words";
 - a branch with characters tallylight's words do not have (digits, "%", "1/2") is left out.
 
-Names are text from the owner's config, or (later) from Home Assistant; either way they are checked
-(`clean_names`): lowercase letters and apostrophes only, at most MAX_NAME_WORDS words and
+Names are text from the owner's config, or from Home Assistant (the names it exposes to Assist, which
+the uplink fetches with the owner's token: `exposed_names` / `exposed_areas`); either way they are
+checked (`clean_names`): lowercase letters and apostrophes only, at most MAX_NAME_WORDS words and
 MAX_NAME_CHARS characters, at most MAX_NAMES of them. A name that fails is left out with a reason.
-Names only add alternatives to this one command; they cannot touch another command.
+Names only add alternatives to this one command; they cannot touch another command. A name from Home
+Assistant that would make one of its sentences sound like a local command ("light": "turn on the
+light" is the config's light_on) is itself left out, so it neither steals the local phrase nor costs
+the sentence its other names.
 
 Local commands win: a phrase of Home Assistant's that can be heard as a local command (its "turn on
 the lights" and the default config's light_on) is dropped, as is one that is ambiguous within itself.
@@ -41,6 +45,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tallylight.speech.automaton import word_runs
 from tallylight.speech.command_types import Command, FrozenMap, SlotType
 from tallylight.speech.conflicts import find_conflict
 from tallylight.speech.grammar import Grammar
@@ -58,6 +63,9 @@ MAX_NAMES = 200
 MAX_NAME_WORDS = 6
 MAX_NAME_CHARS = 60
 MAX_EXPANSIONS = 24  # permutation orders of one group (4 items); more is not a spoken sentence
+# Names from Home Assistant made only of words the local commands use are each checked against them; this
+# many at most (a real home has a few, "light" or "timer"; a flood of them is refused, not searched).
+MAX_SUSPECTS = 16
 
 
 class _Unusable(Exception):
@@ -218,19 +226,49 @@ class _Converter:
 
 
 def build(names: Sequence[str] = (), areas: Sequence[str] = (), local: Sequence[Command] = (),
-          language: str = "en") -> HaGrammar:
-    """The `home_assistant` command for these names, without phrases that local commands already have."""
+          language: str = "en", *, exposed_names: Sequence[str] = (), exposed_areas: Sequence[str] = ()) -> HaGrammar:
+    """The `home_assistant` command for these names, without phrases that local commands already have.
+
+    `exposed_names` / `exposed_areas` come from Home Assistant (over the uplink): checked like the config's,
+    added after them (the config's come first within MAX_NAMES), and each one that would let one of Home
+    Assistant's sentences be heard as a local command is dropped, with a reason in left_out (the config's own
+    names are the owner's: such a clash drops the sentence instead, as it always did)."""
     names_ok, bad_names = clean_names(names, "home_assistant.names")
     areas_ok, bad_areas = clean_names(areas, "home_assistant.areas")
     data = _templates(language)
-    conv = _Converter(data, {"name": names_ok, "area": areas_ok})
     left_out = list(bad_names + bad_areas)
+    if exposed_names or exposed_areas:
+        extra_n, bad_n = clean_names(exposed_names, "Home Assistant's names")
+        extra_a, bad_a = clean_names(exposed_areas, "Home Assistant's areas")
+        left_out += bad_n + bad_a
+        extra_n = _room_for(names_ok, extra_n, "Home Assistant's names", left_out)
+        extra_a = _room_for(areas_ok, extra_a, "Home Assistant's areas", left_out)
+        extra_n, extra_a = _without_collisions(data, names_ok, areas_ok, extra_n, extra_a, tuple(local), left_out)
+        names_ok, areas_ok = names_ok + extra_n, areas_ok + extra_a
+    command, templates, dropped, _ = _command(data, names_ok, areas_ok)
+    left_out += dropped
+    if command is None:
+        return HaGrammar(None, templates, 0, tuple(left_out))
+    command, dropped = _without_conflicts(command, tuple(local))
+    left_out += dropped
+    return HaGrammar(command, templates, len(command.phrases) if command else 0, tuple(left_out))
+
+
+def _command(data: dict, names: Sequence[str], areas: Sequence[str],
+             skip: frozenset[str] = frozenset()) -> tuple[Command | None, int, list[str], list[str]]:
+    """Home Assistant's templates with these names: (the command or None, templates read, left out, the
+    template of each phrase). Templates in `skip` are left out quietly."""
+    conv = _Converter(data, {"name": tuple(names), "area": tuple(areas)})
+    left_out: list[str] = []
     phrases: list[str] = []
+    sources: list[str] = []
     templates = 0
     for intent in INTENTS:
         for block in data["intents"].get(intent, {}).get("data", ()):
             for template in block.get("sentences", ()):
                 templates += 1
+                if template in skip:
+                    continue
                 try:
                     text = conv.phrase(template)
                     parse_phrase(text)
@@ -239,14 +277,89 @@ def build(names: Sequence[str] = (), areas: Sequence[str] = (), local: Sequence[
                     continue
                 if text not in phrases:
                     phrases.append(text)
+                    sources.append(template)
     if not phrases:
-        return HaGrammar(None, templates, 0, tuple(left_out))
+        return None, templates, left_out, sources
     used = {s for p in phrases for s in re.findall(r"\{([a-z0-9_]+)\}", p)}
     slots = FrozenMap({k: v for k, v in conv.slots.items() if k in used})
-    command = Command(COMMAND, tuple(phrases), slots, ACTION, FrozenMap())
-    command, dropped = _without_conflicts(command, tuple(local))
-    left_out += dropped
-    return HaGrammar(command, templates, len(command.phrases) if command else 0, tuple(left_out))
+    return Command(COMMAND, tuple(phrases), slots, ACTION, FrozenMap()), templates, left_out, sources
+
+
+def _room_for(own: tuple[str, ...], extra: tuple[str, ...], what: str, left_out: list[str]) -> tuple[str, ...]:
+    """The extra names not already among the config's, within MAX_NAMES in all (the config's first)."""
+    new = tuple(n for n in extra if n not in own)
+    room = max(0, MAX_NAMES - len(own))
+    if len(new) > room:
+        left_out.append(f"{what}: {len(new) - room} more than the {MAX_NAMES} names the grammar takes: left out")
+    return new[:room]
+
+
+def _without_collisions(data: dict, names: tuple[str, ...], areas: tuple[str, ...], extra_names: tuple[str, ...],
+                        extra_areas: tuple[str, ...], local: tuple[Command, ...],
+                        left_out: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The extra names and areas less those that make a sentence of Home Assistant's sound like a local command.
+
+    Only a name made wholly of words of the local commands can do that (a text heard as a local command has
+    only such words, and a sentence using the name holds all of its words), so only those are tried, at most
+    MAX_SUSPECTS of them: with the config's names, Home Assistant's sentences are checked against the local
+    commands; a clash whose words hold a suspect drops that suspect; a clash that holds none is the
+    sentence's own (the config's names, or "turn on the lights"), and that sentence is set aside for the
+    search, as build() drops it."""
+    if not local:
+        return extra_names, extra_areas
+    vocabulary = Grammar(local).vocabulary()
+
+    def suspect(name: str) -> bool:
+        return set(name.split()) <= vocabulary
+
+    suspects = {("name", n) for n in extra_names if suspect(n)} | {("area", a) for a in extra_areas if suspect(a)}
+    if len(suspects) > MAX_SUSPECTS:
+        kept = set(sorted(suspects)[:MAX_SUSPECTS])
+        for kind, n in sorted(suspects - kept):
+            left_out.append(f"Home Assistant's {kind} {n!r}: made only of words of local commands, and more than "
+                            f"{MAX_SUSPECTS} such: left out")
+        suspects = kept
+    base, _, _, _ = _command(data, names, areas)
+    base_phrases = Grammar((base,)).phrases if base is not None else ()
+    dropped: set[tuple[str, str]] = set()
+    set_aside: set[str] = set()  # templates whose clash is their own, not a suspect's
+    while suspects - dropped:
+        live = suspects - dropped
+        command, _, _, sources = _command(data, names + tuple(n for k, n in sorted(live) if k == "name"),
+                                          areas + tuple(n for k, n in sorted(live) if k == "area"),
+                                          frozenset(set_aside))
+        if command is None:
+            break
+        conflict = find_conflict(Grammar((*local, command)))
+        if conflict is None or COMMAND not in (conflict.command_a, conflict.command_b) \
+                or conflict.command_a == conflict.command_b:
+            break  # no clash with a local command left (Home Assistant's own ambiguities: build() drops those)
+        words = conflict.text.split()
+        if any(word_runs(ph.nfa, words) for ph in base_phrases):
+            # The config's names alone say it: the sentence's own clash, dropped by build() as always.
+            set_aside.add(sources[conflict.phrase_a if conflict.command_a == COMMAND else conflict.phrase_b])
+            continue
+        heard = f" {conflict.text} "
+        named = {s for s in live if f" {s[1]} " in heard}
+        if not named:  # cannot be (only a suspect's words can make it), but never loop for ever
+            break
+
+        def says_it(suspect: tuple[str, str], words: list[str] = words) -> bool:
+            kind, n = suspect
+            alone, _, _, _ = _command(data, names + ((n,) if kind == "name" else ()),
+                                      areas + ((n,) if kind == "area" else ()), frozenset(set_aside))
+            return alone is not None and any(word_runs(ph.nfa, words) for ph in Grammar((alone,)).phrases)
+
+        # The one that makes the clash by itself ("light", not "on" in "turn on the light"); if only two
+        # together do (an area and a name), both.
+        guilty = {s for s in named if says_it(s)} or named
+        other = conflict.command_b if conflict.command_a == COMMAND else conflict.command_a
+        for kind, n in sorted(guilty):
+            left_out.append(f"Home Assistant's {kind} {n!r}: {conflict.text!r} would be heard as commands.{other}, "
+                            "a local command: left out")
+        dropped |= guilty
+    return (tuple(n for n in extra_names if ("name", n) not in dropped),
+            tuple(a for a in extra_areas if ("area", a) not in dropped))
 
 
 def _without_conflicts(command: Command, local: tuple[Command, ...]) -> tuple[Command | None, list[str]]:

@@ -106,7 +106,11 @@ class Understander:
         self.recognizer.close()
 
 
-def commands_of(cfg: Config) -> tuple[Command, ...]:
+# Names Home Assistant exposes to Assist, as the uplink sent them: (entity names, area names).
+Exposed = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def commands_of(cfg: Config, exposed: Exposed | None = None) -> tuple[Command, ...]:
     """The configured commands; the defaults when the config has no [commands] section. Parsed
     when the config was loaded; parsed here only for a Config built without config.from_dict."""
     if not cfg.commands:
@@ -120,9 +124,14 @@ def commands_of(cfg: Config) -> tuple[Command, ...]:
     # Home Assistant's own sentences, with the owner's names, as one more command (speech/ha_sentences.py).
     from tallylight.speech import ha_sentences  # only with Home Assistant on: it needs hassil
 
-    built = ha_sentences.build(cfg.home_assistant.names, cfg.home_assistant.areas, local)
+    names, areas = exposed or ((), ())
+    built = ha_sentences.build(cfg.home_assistant.names, cfg.home_assistant.areas, local,
+                               exposed_names=names, exposed_areas=areas)
     for line in built.left_out:
-        _LOG.debug("home_assistant sentence left out: %s", line)
+        if line.startswith("Home Assistant's"):  # a name from the network refused: the owner should hear of it
+            _LOG.warning("a name from Home Assistant left out: %s", line)
+        else:
+            _LOG.debug("home_assistant sentence left out: %s", line)
     return local if built.command is None else (*local, built.command)
 
 
@@ -251,7 +260,24 @@ def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict
     return v_text, None
 
 
-def make_understander(cfg: Config) -> Understander | PairedUnderstander:
+def make_understander(cfg: Config, exposed: Exposed | None = None) -> Understander | PairedUnderstander:
+    """The consumer for this config; `exposed`: with Home Assistant's names too (the daemon rebuilds it
+    when the uplink sends them). A name from Home Assistant with a word the recognizer cannot say is left
+    out (with a warning) rather than failing the rebuild."""
+    if not exposed:
+        return _make_understander(cfg, None)
+    try:
+        return _make_understander(cfg, exposed)
+    except UnknownWordsError as e:
+        keep = [tuple(n for n in names if not set(n.split()) & e.words) for names in exposed]
+        if (keep[0], keep[1]) == exposed:
+            raise
+        _LOG.warning("names from Home Assistant left out: the recognizer cannot say %s",
+                     ", ".join(sorted(e.words)))
+        return _make_understander(cfg, (keep[0], keep[1]))
+
+
+def _make_understander(cfg: Config, exposed: Exposed | None) -> Understander | PairedUnderstander:
     engine = cfg.recognizer.engine
     model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
     if engine == "auto" and cfg.recognizer.vosk_model and not model.is_dir():
@@ -269,7 +295,8 @@ def make_understander(cfg: Config) -> Understander | PairedUnderstander:
                               f"{f' (there is none at {model})' if model else ''}: run `tallylight models download "
                               "small-en-us`, or set recognizer.engine = 'pocketsphinx'")
         def one(name: str) -> Understander:
-            return make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=name)))
+            return _make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=name)),
+                                      exposed)
 
         vosk = one("vosk")
         try:
@@ -277,7 +304,7 @@ def make_understander(cfg: Config) -> Understander | PairedUnderstander:
         except BaseException:
             vosk.close()  # its model is hundreds of MB
             raise
-    grammar = Grammar(commands_of(cfg))
+    grammar = Grammar(commands_of(cfg, exposed))
     wake_words = wake_words_of(cfg)
     # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
     common = dict(phrases=grammar.vosk_phrases(wake_prefix=" ".join(wake_words)), words=grammar.vocabulary(), state_dir=cfg.state_dir,

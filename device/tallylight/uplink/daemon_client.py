@@ -32,6 +32,8 @@ import contextlib
 import errno
 import itertools
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,7 @@ class DaemonBridge:
         self._max_tts_bytes = max_tts_bytes
         self._tts_timeout_s = tts_timeout_s
         self._session: aiohttp.ClientSession | None = None  # announcements' audio without a configured HA
+        self.names: messages.ExposedNames | None = None  # Home Assistant's exposed names, the last fetched
         self._tasks: set[asyncio.Task] = set()
         self._audio_in: _Stream | None = None  # the daemon's audio stream under way
         self.audio_forwarded = 0  # PCM bytes passed on to Home Assistant, all streams (for tests and status)
@@ -117,6 +120,8 @@ class DaemonBridge:
         self._writer = writer
         self.send(messages.UplinkHello(self.software))
         self.send(messages.HomeAssistantLink(*self._link))
+        if self.names is not None:  # a daemon that restarted needs them again
+            self.send(self.names)
         inbound = MessageReader(messages.TO_UPLINK_KINDS)
         while data := await reader.read(65536):
             try:
@@ -274,6 +279,37 @@ class DaemonBridge:
                 return False
         return await self.send_paced(messages.ReplyAudioEnd(speech_id))
 
+    # --- Home Assistant's exposed names, for the daemon's grammar ---
+
+    async def follow_names(self, every_s: float = 300.0, retry_s: float = 30.0) -> None:
+        """Fetch the names Home Assistant exposes to Assist now and every `every_s`, and send them to the
+        daemon when they change (and on each new daemon connection). Until cancelled; a failure is one
+        log line per reason, and the names already sent stay."""
+        said = ""
+        while True:
+            try:
+                raw_names, raw_areas = await self.home_assistant.exposed_names()
+            except ConversationError as e:
+                line = messages.clean_text(str(e), 200)
+                if line != said:
+                    _LOG.warning("could not read the names Home Assistant exposes to Assist (%s): retrying every "
+                                 "%g s", line, retry_s)
+                    said = line
+                await asyncio.sleep(retry_s)
+                continue
+            said = ""
+            msg, why = names_message(raw_names, raw_areas)
+            if msg != self.names:
+                for line in why[:10]:
+                    _LOG.warning("a name from Home Assistant left out: %s", line)
+                if len(why) > 10:
+                    _LOG.warning("and %d more names from Home Assistant left out", len(why) - 10)
+                _LOG.info("Home Assistant exposes %d names and %d areas to Assist: sent to the daemon",
+                          len(msg.names), len(msg.areas))
+                self.names = msg
+                self.send(msg)
+            await asyncio.sleep(every_s)
+
     # --- text mode: Home Assistant's conversation ---
 
     async def _converse(self, msg: messages.TextUtterance) -> None:
@@ -364,6 +400,40 @@ class DaemonBridge:
             return False
         finally:
             self._announces.pop(announce_id, None)
+
+
+def names_message(names: list[str], areas: list[str]) -> tuple[messages.ExposedNames, list[str]]:
+    """Home Assistant's raw names made fit for ExposedNames: each lowercased (NFC), "-" and "_" as spaces,
+    kept only if it is 1-6 words of letters and apostrophes within 60 characters; duplicates once; at most
+    the message's counts and bytes, in Home Assistant's order. Returns the message and why each was left out."""
+    out: list[tuple[str, ...]] = []
+    why: list[str] = []
+    for what, raw, cap, max_bytes in (("name", names, messages.MAX_EXPOSED_NAMES, 6000),
+                                      ("area", areas, messages.MAX_EXPOSED_AREAS, 3000)):
+        kept: dict[str, None] = {}
+        used = 0
+        for i, item in enumerate(raw):
+            if len(kept) >= cap:
+                why.append(f"{len(raw) - i} more {what}s than the {cap} the grammar takes")
+                break
+            shown = messages.clean_text(item[:80], 60)
+            text = " ".join(re.sub(r"[-_]", " ", unicodedata.normalize("NFC", item[:200])).lower().split())
+            if messages._CONTROL.search(item[:200]):  # a newline too: it could forge a log line
+                why.append(f"{what} {shown!r}: has a control character")
+                continue
+            if len(text) > messages.MAX_EXPOSED_NAME_CHARS or not messages._EXPOSED_NAME.fullmatch(text):
+                why.append(f"{what} {shown!r}: not 1-{messages.MAX_EXPOSED_NAME_WORDS} words of letters within "
+                           f"{messages.MAX_EXPOSED_NAME_CHARS} characters")
+                continue
+            if text in kept:
+                continue
+            if used + len(text.encode()) > max_bytes:
+                why.append(f"{what}s over {max_bytes} bytes in all: the rest left out")
+                break
+            used += len(text.encode())
+            kept[text] = None
+        out.append(tuple(kept))
+    return messages.ExposedNames(out[0], out[1]), why
 
 
 def _why(e: OSError) -> str:

@@ -54,6 +54,7 @@ _LOG = logging.getLogger(__name__)
 
 MAX_TTS_BYTES = 8 * 1024 * 1024  # a minute of 22 kHz 16-bit WAV is 2.6 MB; 16 kHz mono is 1.9 MB
 MAX_REDIRECTS = 3
+MAX_EXPOSED_ENTITIES = 2000  # entity ids asked about; the names sent on are capped again (messages.py)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # one WebSocket message (the entity list of a big home is ~1 MB)
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{20,2000}")  # a JWT: three base64url parts
 WAV_OPTIONS = {"preferred_format": "wav", "preferred_sample_rate": messages.PCM_RATE, "preferred_sample_channels": 1}
@@ -272,6 +273,45 @@ class HomeAssistantClient:
                     return dev_id
         _LOG.info("this speaker (%s) is not among Home Assistant's devices yet: no area context", mac)
         return None
+
+    # --- the names Home Assistant exposes to Assist ---
+
+    async def exposed_names(self) -> tuple[list[str], list[str]]:
+        """(entity names, area names) as Home Assistant's own Assist hears them: each entity exposed to
+        "conversation" (homeassistant/expose_entity/list), by its friendly name (get_states) and its aliases
+        (config/entity_registry/get_entries), and every area by its name and aliases
+        (config/area_registry/list). Raw text from the network: the caller cleans and bounds it.
+        ConversationError when Home Assistant does not answer these (the aliases are optional)."""
+        exposed = await self.request({"type": "homeassistant/expose_entity/list"})
+        table = _get(exposed, "exposed_entities")
+        ids = sorted(k for k, v in table.items() if isinstance(k, str) and isinstance(v, dict)
+                     and v.get("conversation") is True)[:MAX_EXPOSED_ENTITIES] if isinstance(table, dict) else []
+        wanted = set(ids)
+        names: list[str] = []
+        states = await self.request({"type": "get_states"})
+        for state in states if isinstance(states, list) else ():
+            if isinstance(state, dict) and state.get("entity_id") in wanted:
+                name = _get(state, "attributes", "friendly_name")
+                if isinstance(name, str):
+                    names.append(name)
+        if ids:
+            try:
+                entries = await self.request({"type": "config/entity_registry/get_entries", "entity_ids": ids})
+            except ConversationError as e:
+                _LOG.info("Home Assistant gave no entity aliases (%s): friendly names only",
+                          messages.clean_text(str(e), 120))
+                entries = {}
+            for entry in entries.values() if isinstance(entries, dict) else ():
+                aliases = _get(entry, "aliases")
+                names += [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
+        areas: list[str] = []
+        registry = await self.request({"type": "config/area_registry/list"})
+        for area in registry if isinstance(registry, list) else ():
+            aliases = _get(area, "aliases")
+            for value in [_get(area, "name"), *(aliases if isinstance(aliases, list) else ())]:
+                if isinstance(value, str):
+                    areas.append(value)
+        return names, areas
 
     # --- the conversation ---
 

@@ -118,6 +118,8 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
     finder = None
     if ha is not None and not opts.home_assistant.device_id:
         finder = asyncio.create_task(_find_device(ha, ident.mac))
+    # With a token, the names Home Assistant exposes to Assist extend the daemon's grammar.
+    names_task = asyncio.create_task(bridge.follow_names()) if ha is not None else None
     print(f"tallylight uplink: {ident.name} on {opts.host}:{port}, daemon socket {opts.socket}", flush=True)
     if ready is not None:
         ready.set()
@@ -125,8 +127,9 @@ async def serve(opts: UplinkOptions, ready: asyncio.Event | None = None) -> None
         await stop.wait()
     finally:
         await cancel_and_wait(link_task)
-        if finder is not None:
-            await cancel_and_wait(finder)
+        for task in (finder, names_task):
+            if task is not None:
+                await cancel_and_wait(task)
         await bridge.close()
         if zc is not None:
             await zc.async_close()
