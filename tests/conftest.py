@@ -1,16 +1,14 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import speech`
+from testkit import speech
 
-import speech  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # The real-device rigs' fixtures (file_mic_rig, pulse_mic_rig) for every test module.
-pytest_plugins = ["audio_rigs"]
+pytest_plugins = ["rig_fixtures"]
 
 
 def pytest_addoption(parser):
@@ -55,7 +53,7 @@ def shared_speech() -> Path:
 
 @pytest.fixture(scope="session")
 def synth():
-    """espeak-ng + sox speech maker (see tests/speech.py)."""
+    """espeak-ng + sox speech maker (see testkit/speech.py)."""
     if not speech.have_tools():
         pytest.fail("espeak-ng and sox are needed: scripts/test installs them (apt-get install espeak-ng sox)")
     return speech.synth

@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 
 from tallylight.audio.convert import BlockConverter, Reblocker, to_s16
 from tallylight.pcm import block_bytes
-
-from audio_rigs import interleave, tone
+from testkit.audio_rigs import interleave, tone
 
 
 def pcm(a: np.ndarray) -> bytes:

@@ -23,8 +23,7 @@ from tallylight.audio.device import (
 )
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
-
-from audio_rigs import file_mics, interleave, no_alsa_devices, tone
+from testkit.audio_rigs import file_mics, interleave, no_alsa_devices, tone
 
 TONES = [250, 500, 1000, 2000, 3000, 4000]  # Hz, one per channel; all whole cycles in a 20 ms block
 

@@ -10,9 +10,8 @@ import pytest
 
 from tallylight.audio.wavfile import WavFileSource, read_wav_16k_mono, read_wav_info
 from tallylight.errors import AudioFileError
-
-import speech
-from audio_rigs import interleave, tone
+from testkit import speech
+from testkit.audio_rigs import interleave, tone
 
 
 def samples(b: bytes) -> np.ndarray:

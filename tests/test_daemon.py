@@ -15,9 +15,8 @@ import time
 import pytest
 
 from tallylight import ledger as L
-
-import speech
-from audio_rigs import have_pulseaudio, pulse_mic
+from testkit import speech
+from testkit.audio_rigs import have_pulseaudio, pulse_mic
 
 pytestmark = pytest.mark.skipif(not have_pulseaudio(), reason="needs pulseaudio, pactl, pacat and libasound2-plugins "
                                                               "(scripts/test installs them)")

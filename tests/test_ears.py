@@ -13,8 +13,7 @@ from tallylight.config import FrontendConfig, WakeConfig
 from tallylight.errors import EngineError
 from tallylight.frontend import FrontEnd, HighPass
 from tallylight.wake import ListeningEars, MicroWakeWordDetector, make_wake_detector
-
-import wake_corpus as wc
+from testkit import wake_corpus as wc
 
 BLOCK = 640  # 20 ms
 

@@ -154,6 +154,20 @@ def test_no_import_cycles_among_tallylight_modules():
     assert not report, "modules import each other (let imports run one way):\n" + report
 
 
+# The checkout's own packages beside the installed one: the bench (scripts/bench) and what it shares
+# with the tests (testkit).
+# with the tests (testkit), and how many of their modules import another at least.
+CHECKOUT_PACKAGES = {"bench": 10, "testkit": 1}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKOUT_PACKAGES))
+def test_no_import_cycles_in_the_bench_or_testkit(name):
+    edges = import_edges(PACKAGE_DIR.parents[1] / name)
+    assert len({e.importer for e in edges}) >= CHECKOUT_PACKAGES[name], "the graph should hold the package's modules"
+    report = describe_cycles(edges)
+    assert not report, "modules import each other (let imports run one way):\n" + report
+
+
 def _write(root: Path, name: str, text: str) -> None:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,8 @@ import pytest
 
 from tallylight import config as C
 from tallylight import ledger as L
-
-import speech
-from audio_rigs import have_pulseaudio, pulse_mic
+from testkit import speech
+from testkit.audio_rigs import have_pulseaudio, pulse_mic
 
 pytestmark = pytest.mark.skipif(not have_pulseaudio(), reason="needs pulseaudio (scripts/test installs it)")
 

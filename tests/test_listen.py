@@ -12,8 +12,7 @@ import pytest
 
 from tallylight import config as C
 from tallylight.listen import listen_file
-
-import speech
+from testkit import speech
 
 
 def run_listen(*args, cfg=None):

@@ -28,8 +28,7 @@ from tallylight.errors import AudioDeviceError
 from tallylight.gate import State
 from tallylight.notify import Notifier
 from tallylight.pcm import block_bytes
-
-import speech
+from testkit import speech
 
 MUTE_PIN, LED_PIN = 17, 27
 BLOCK_MS = 20

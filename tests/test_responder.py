@@ -35,8 +35,7 @@ from tallylight.pcm import BYTES_PER_SECOND
 from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.timers import Timers
-
-from audio_rigs import have_pulseaudio, pulse_mic
+from testkit.audio_rigs import have_pulseaudio, pulse_mic
 
 BLOCK = BYTES_PER_SECOND * 20 // 1000  # 20 ms
 

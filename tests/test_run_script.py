@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from audio_rigs import no_alsa_devices
+from testkit.audio_rigs import no_alsa_devices
 
 REPO = Path(__file__).resolve().parents[1]
 

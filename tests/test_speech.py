@@ -1,10 +1,10 @@
-"""The generated test speech is the same, byte for byte, on every run and machine (tests/speech.py)."""
+"""The generated test speech is the same, byte for byte, on every run and machine (testkit/speech.py)."""
 
 from __future__ import annotations
 
 import hashlib
 
-import speech
+from testkit import speech
 
 # (text, noise, rate, channels) -> SHA-256 of the WAV that espeak-ng 1.51 and SoX 14.4.2 make on
 # Debian 12 for x86_64 (this project's CI). Another such machine must make exactly these bytes; other

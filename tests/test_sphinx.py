@@ -10,8 +10,7 @@ import pytest
 from tallylight.errors import EngineError
 from tallylight.speech.recognizer import Hypothesis
 from tallylight.speech.sphinx import SEARCH_LEAD_S, SphinxRecognizer, jsgf_words, prune_alternates
-
-import speech
+from testkit import speech
 
 COMMANDS_JSGF = """#JSGF V1.0;
 grammar commands;

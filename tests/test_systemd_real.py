@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-import speech
+from testkit import speech
+
 from systemd_rig import SystemdRig, unavailable
 
 REPO = Path(__file__).resolve().parents[1]

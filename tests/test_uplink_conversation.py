@@ -21,8 +21,7 @@ from tallylight.uplink.home_assistant import (
 from tallylight.uplink.messages import MessageReader, PipelineEvent, ReplyAudio, ReplyAudioEnd, ReplyText
 from tallylight.uplink.private_file import PrivateFileError
 from tallylight.uplink.server import ApiServer, DeviceIdentity
-
-from fake_home_assistant import TOKEN, FakeHomeAssistant, GarbagePeer, SlowPeer, wav_bytes
+from testkit.fake_home_assistant import TOKEN, FakeHomeAssistant, GarbagePeer, SlowPeer, wav_bytes
 
 WAIT_S = 10.0
 SENTENCE = "turn on the kitchen light"

@@ -331,8 +331,7 @@ class UplinkThread:
         from tallylight.uplink.daemon_client import DaemonBridge
         from tallylight.uplink.home_assistant import HomeAssistantClient, HomeAssistantOptions
         from tallylight.uplink.server import ApiServer, DeviceIdentity
-
-        from fake_home_assistant import TOKEN, FakeHomeAssistant
+        from testkit.fake_home_assistant import TOKEN, FakeHomeAssistant
 
         self.ha = FakeHomeAssistant(**self.ha_kw)
         await self.ha.start()
@@ -380,8 +379,7 @@ class UplinkThread:
 def test_okay_nabu_turn_on_the_kitchen_light_goes_to_home_assistant_as_text_and_its_reply_is_spoken(
         tmp_path, short_dir, synth, monkeypatch, tts):
     from tallylight.speech.understand import make_understander
-
-    import speech
+    from testkit import speech
 
     # The speaker plays into an ALSA device that writes what it is given to a file (as tests/test_reply.py).
     played = tmp_path / "played.raw"

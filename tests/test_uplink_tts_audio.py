@@ -9,8 +9,7 @@ import pytest
 from tallylight.uplink import tts_audio
 from tallylight.uplink.messages import MAX_PCM_BYTES
 from tallylight.uplink.tts_audio import AudioFormatError
-
-from fake_home_assistant import wav_bytes
+from testkit.fake_home_assistant import wav_bytes
 
 
 def riff(fmt_tag: int, channels: int, rate: int, bits: int, data: bytes, *, data_size: int | None = None,

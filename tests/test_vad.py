@@ -1,5 +1,5 @@
 """Voice activity detection and the Endpointer, with the real webrtcvad and Silero engines on
-espeak-ng speech (tests/speech.py)."""
+espeak-ng speech (testkit/speech.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 from tallylight.config import CaptureConfig
 from tallylight.errors import ConfigError, EngineError
 from tallylight.vad import Endpointer, SileroVoiceDetector, WebRtcVoiceDetector, make_voice_detector
-
-import speech
-import wake_corpus
+from testkit import speech, wake_corpus
 
 ENGINES = ("webrtcvad", "silero")
 BLOCK = 640  # 20 ms

@@ -26,8 +26,7 @@ from tallylight.errors import EngineError
 from tallylight.speech.engines import make_recognizer
 from tallylight.speech.recognizer import Hypothesis
 from tallylight.speech.vosk_engine import VoskRecognizer, load_model
-
-import speech
+from testkit import speech
 
 # The pinned test model (the wheel: a4fecdf3854dd9de12ae5ae0f752c422c5edfd03070d3d5851cdd7df6f31c9fd).
 # Its acoustic model's sha256 (urlsafe base64, as in the wheel's RECORD), checked on disk. Not the

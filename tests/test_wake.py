@@ -1,4 +1,4 @@
-"""Wake word detectors with the real engines, fed espeak-ng speech (tests/speech.py) and, when
+"""Wake word detectors with the real engines, fed espeak-ng speech (testkit/speech.py) and, when
 ../shared/speech is there, real recordings."""
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from tallylight.wake import (
     openwakeword_files,
     openwakeword_threshold,
 )
-
-import speech
-import wake_corpus as wc
+from testkit import speech
+from testkit import wake_corpus as wc
 
 BLOCK = 640  # 20 ms
 

@@ -1,7 +1,7 @@
 """Microphones through PyAudio (PortAudio): listing, choosing, and capturing 16 kHz mono s16le.
 
 The seam is the `pyaudio` module passed to `MicSource` (default: the real one). Tests pass the real
-module too, with ALSA configured to read a file or a PulseAudio null sink (tests/audio_rigs.py).
+module too, with ALSA configured to read a file or a PulseAudio null sink (testkit/audio_rigs.py).
 
 PyAudio segfaults when `open()` gets a device index that does not exist (it does not check
 `Pa_GetDeviceInfo()` for NULL), so every index is validated against the device list first.

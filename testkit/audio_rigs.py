@@ -19,8 +19,8 @@ set ALSA_CONFIG_PATH in this process while the `with` lasts, restoring it after.
 ALSA config in Pa_Initialize, i.e. when a `pyaudio.PyAudio()` is created: create it inside the block,
 and have no other PyAudio instance alive (a live one keeps PortAudio initialised with the old config).
 
-pytest fixtures (`file_mic_rig`, `pulse_mic_rig`) wrap them; conftest.py makes them every test
-module's (`pytest_plugins`).
+pytest fixtures (`file_mic_rig`, `pulse_mic_rig`) wrap them in tests/rig_fixtures.py, which
+tests/conftest.py makes every test module's (`pytest_plugins`); scripts/bench uses the rigs directly.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ALSA_BASE = "/usr/share/alsa/alsa.conf"  # must come first in ALSA_CONFIG_PATH or PortAudio aborts
 
@@ -346,33 +345,3 @@ def pulse_mic(
             proc.kill()
             proc.wait(timeout=10)
         shutil.rmtree(base, ignore_errors=True)
-
-
-# --- pytest fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def file_mic_rig(tmp_path):
-    """A factory: `file_mic_rig({"testmic": samples}, rate=..., channels=...)` -> FileMics, active
-    for the rest of the test (ALSA_CONFIG_PATH restored afterwards)."""
-    stack = []
-
-    def make(devices: Mapping[str, np.ndarray | bytes], **kw) -> FileMics:
-        cm = file_mics(tmp_path / f"mics{len(stack)}", devices, **kw)
-        mics = cm.__enter__()
-        stack.append(cm)
-        return mics
-
-    yield make
-    for cm in reversed(stack):
-        cm.__exit__(None, None, None)
-
-
-@pytest.fixture
-def pulse_mic_rig(tmp_path):
-    """A running PulseAudio null-sink mic (16 kHz, 6 channels, ALSA device 'virtmon'); skipped with
-    a reason when PulseAudio or the ALSA pulse plugin is missing."""
-    if not have_pulseaudio():
-        pytest.skip("pulseaudio, pulseaudio-utils and libasound2-plugins are needed (scripts/test installs them)")
-    with pulse_mic(tmp_path) as mic:
-        yield mic
