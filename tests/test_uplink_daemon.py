@@ -482,7 +482,7 @@ def test_audio_mode_sends_only_the_words_after_the_wake_word_and_only_inside_the
     and ESPHome API server) and Home Assistant's own client library. Every audio byte Home Assistant got lies
     inside the upload light and the ledger's UPLOADING interval, the wake phrase is not among them, the stream
     stops at Home Assistant's end of speech, and the ledger has the bytes, the seconds and where they went."""
-    import speech
+    from testkit import speech
 
     wake = speech.pcm(synth("okay nabu", lead_s=0.3, tail_s=0.0))
     command = speech.pcm(synth("turn on the kitchen light", lead_s=0.0, tail_s=2.5))
@@ -549,7 +549,7 @@ def test_audio_mode_sends_only_the_words_after_the_wake_word_and_only_inside_the
 
 
 def _audio_mode_rig(tmp_path, short_dir, synth, **kw):
-    import speech
+    from testkit import speech
 
     audio = speech.pcm(synth("okay nabu, turn on the kitchen light", lead_s=0.3, tail_s=3.0))
     sock = short_dir / "uplink.sock"

@@ -153,8 +153,7 @@ def test_a_peer_that_stops_reading_is_dropped_when_its_buffer_fills_and_nobody_e
 def test_home_assistant_killed_mid_conversation_gets_the_owner_a_spoken_failure_and_the_daemon_listens_on(
         tmp_path, short_dir, synth, monkeypatch):
     from tallylight.speech.understand import make_understander
-
-    import speech
+    from testkit import speech
 
     sock = short_dir / "uplink.sock"
     audio = speech.pcm(synth("okay nabu, turn on the kitchen light", lead_s=0.3, tail_s=1.5))

@@ -21,8 +21,7 @@ from tallylight.speech.grammar import Grammar
 from tallylight.uplink import messages
 from tallylight.uplink.daemon_client import DaemonBridge, cancel_and_wait, names_message
 from tallylight.uplink.home_assistant import HomeAssistantClient, HomeAssistantOptions
-
-from fake_home_assistant import TOKEN, FakeHomeAssistant
+from testkit.fake_home_assistant import TOKEN, FakeHomeAssistant
 
 LOCAL = default_commands()
 
@@ -115,8 +114,7 @@ def short_dir():
 def test_home_assistant_exposes_porch_lamp_and_the_daemon_hears_it_while_a_malicious_flood_is_bounded(
         tmp_path, short_dir, synth, caplog):
     from tallylight.speech.understand import make_understander
-
-    import speech
+    from testkit import speech
 
     caplog.set_level(logging.WARNING)
     entities = {"light.aaa_porch": {"name": "Porch Lamp"}, "light.aab_light": {"name": "Light"},
