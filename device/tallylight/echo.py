@@ -43,7 +43,6 @@ FRAME = RATE // 100  # speexdsp works on 10 ms frames here (160 samples), so 10 
 _ECHO_SET_SAMPLING_RATE = 24
 _PRE_SET_DENOISE = 0
 _PRE_SET_AGC = 2
-_PRE_SET_VAD = 4
 _PRE_SET_DEREVERB = 8
 _PRE_SET_ECHO_STATE = 24
 _PRE_SET_ECHO_SUPPRESS = 26
@@ -238,6 +237,7 @@ class EchoCanceller:
         self._hist_fill = 0
         self._since_estimate = 0
         self._locked = False  # an estimate was confirmed: check it less often
+        self._mic_end: int | None = None  # the last block's end on the timeline (see _timeline)
         self._busy_until = -1  # timeline index until which frames are cancelled (far end + tail)
         self.frames_cancelled = 0
         self._closed = False
@@ -263,7 +263,7 @@ class EchoCanceller:
             raise EngineError("the echo canceller was used after close()")
         mic = np.frombuffer(block, dtype="<i2")
         n = len(mic)
-        end = ReferenceRing.index(t_end)
+        end = self._timeline(ReferenceRing.index(t_end), n)
         start = end - n  # the block's first sample on the timeline
         ref = self.ring.read(start - self.delay, n)
         if ref is not None:
@@ -276,6 +276,19 @@ class EchoCanceller:
         if not self.fixed_delay:
             self._track_delay(mic, end)
         return self._cancel(mic, ref)
+
+    def _timeline(self, end: int, n: int) -> int:
+        """Where the block ends on the timeline. A read's return time jitters (blocks come in bursts:
+        45 ms here at the 99th percentile), which would shift the reference against the mic from block
+        to block; the mic's own samples do not. So the timeline advances by the samples read, moved
+        earlier whenever a block comes sooner than that predicts (it was read late before), and set
+        anew after a gap of more than 0.2 s (the stream was reopened)."""
+        if self._mic_end is not None:
+            predicted = self._mic_end + n
+            if predicted - RATE // 5 <= end <= predicted + RATE // 5:
+                end = min(end, predicted)
+        self._mic_end = end
+        return end
 
     def _cancel(self, mic: np.ndarray, ref: np.ndarray) -> bytes:
         # Frames of 160: a 20 ms block is two; a remainder waits for the next block (the reference is
@@ -333,6 +346,7 @@ class EchoCanceller:
         self._pending_ref = np.zeros(0, dtype=np.int16)
         self._out.fill(0)
         self._busy_until = -1
+        self._mic_end = None
         self._estimator.reset()
         if not self._closed:
             self.lib.speex_echo_state_reset(self._echo)
@@ -343,7 +357,8 @@ class EchoCanceller:
     def _configure_pre(self) -> None:
         lib = self.lib
         off = ctypes.c_int(0)
-        for req in (_PRE_SET_DENOISE, _PRE_SET_AGC, _PRE_SET_VAD, _PRE_SET_DEREVERB):  # WebRTC NS comes after
+        # Its VAD is off by default (setting it only prints a warning). WebRTC NS comes after.
+        for req in (_PRE_SET_DENOISE, _PRE_SET_AGC, _PRE_SET_DEREVERB):
             lib.speex_preprocess_ctl(self._pre, req, ctypes.byref(off))
         lib.speex_preprocess_ctl(self._pre, _PRE_SET_ECHO_STATE, ctypes.c_void_p(self._echo))
         for req, db in zip((_PRE_SET_ECHO_SUPPRESS, _PRE_SET_ECHO_SUPPRESS_ACTIVE), self._suppress):

@@ -87,7 +87,8 @@ class Responder:
     def handle(self, event: Event) -> None:
         """Audio thread: react to one pipeline event without blocking."""
         if isinstance(event, WakeDetected):
-            if self.speaker.speaking:
+            barge_in = self.speaker.speaking
+            if barge_in:
                 # Barge-in (only possible with echo cancellation): the owner talks over a reply or a
                 # ring; cut it so the command is heard. An alarm rings on after the capture unless
                 # the command stops it.
@@ -95,8 +96,9 @@ class Responder:
                 self.speaker.stop()
             # "I'm listening" only when it is true: the gate may have refused the capture (a light
             # that cannot be confirmed on, P5), and then nothing is being listened to. With echo
-            # cancellation the chime comes at once, even over a command said in the same breath.
-            if self._pipeline.gate.capturing:
+            # cancellation the chime comes at once, even over a command said in the same breath; after
+            # a barge-in the sound cut short (and the light) says it heard, and no chime covers "stop".
+            if self._pipeline.gate.capturing and not barge_in:
                 self._chime_due = self._pipeline.t + (0.0 if self.echo_cancel else WAKE_CHIME_WAIT_S)
         elif isinstance(event, NoMatch):
             self.speaker.sound("no_match")
