@@ -21,7 +21,7 @@
 set -euo pipefail
 
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1 ca-certificates)
+APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1 libspeexdsp1 ca-certificates)
 # APA102 LED rings on SPI need the spidev module; the profile decides (indicator.kind = "apa102").
 
 ROOT="" PROFILE="" VOSK=1 DRY=0 UNINSTALL=0 KEEP="" YES=0 HA=0

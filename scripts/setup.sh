@@ -9,8 +9,8 @@ TL_VENV="$TL_ROOT/.venv"
 tl_say() { printf 'tallylight setup: %s\n' "$*" >&2; }
 
 # Debian packages needed to run: PortAudio headers to build PyAudio, espeak-ng to speak replies,
-# alsa-utils for amixer/aplay, libatomic1 for vosk's library on arm64.
-TL_APT_RUN=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1)
+# alsa-utils for amixer/aplay, libatomic1 for vosk's library on arm64, libspeexdsp1 for echo cancellation.
+TL_APT_RUN=(python3-venv python3-dev gcc portaudio19-dev espeak-ng alsa-utils libatomic1 libspeexdsp1)
 # And to test: sox to make test speech, PulseAudio and the ALSA plugins for a paced virtual mic,
 # systemd to score and run the units, debootstrap/qemu for the installer test on arm64, chromium to
 # look at the ledger page as a browser draws it.

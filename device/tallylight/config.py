@@ -111,6 +111,9 @@ class FrontendConfig:
     high_pass_hz: float = _key(0.0, _range(0.0, 300.0), (float, int))
     noise_suppression: int = _key(2, _range(0, 4))
     auto_gain_dbfs: int = _key(0, _range(0, 31))
+    echo_cancel: bool = _key(False)
+    echo_delay_ms: int = _key(-1, _range(-1, 500))
+    echo_tail_ms: int = _key(150, _range(50, 500))
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ _FULL_CHECK_EVERY = 5
 
 
 
-def build_pipeline(cfg: Config, make_gate: Callable[..., PrivacyGate], consumer=None):
+def build_pipeline(cfg: Config, make_gate: Callable[..., PrivacyGate], consumer=None, reference=None):
     """The same pipeline for the daemon and for `tallylight listen`. `make_gate(wipe=, on_change=)`
-    builds its gate: the gate calls the pipeline's wipe and hears of its state changes."""
+    builds its gate: the gate calls the pipeline's wipe and hears of its state changes. With
+    `reference` (the speaker's echo.ReferenceRing), an echo canceller fed by it comes first."""
     from tallylight.capture import DebugRecorder
     from tallylight.pipeline import Pipeline
     from tallylight.vad import Endpointer, make_voice_detector
@@ -49,7 +50,12 @@ def build_pipeline(cfg: Config, make_gate: Callable[..., PrivacyGate], consumer=
     endpointer = Endpointer(make_voice_detector(cfg.capture), cfg.capture.end_silence_s, cfg.capture.no_speech_s,
                             cfg.capture.max_s, cfg.audio.block_ms)
     recorder = DebugRecorder(cfg.debug.record_dir) if cfg.debug.record_dir else None
-    return Pipeline(make_gate, wake, endpointer, cfg.capture, consumer=consumer, recorder=recorder)
+    echo = None
+    if reference is not None:
+        from tallylight.echo import EchoCanceller
+
+        echo = EchoCanceller(reference, tail_ms=cfg.frontend.echo_tail_ms, delay_ms=cfg.frontend.echo_delay_ms)
+    return Pipeline(make_gate, wake, endpointer, cfg.capture, consumer=consumer, recorder=recorder, echo=echo)
 
 
 class Daemon:
@@ -155,13 +161,20 @@ class Daemon:
                                       control=self.mute, kept=KeptVoiceMute(cfg.state_dir, physical),
                                       debug_recording=bool(cfg.debug.record_dir))
         consumer = self._consumer_factory() if self._consumer_factory else None
-        self.pipeline = build_pipeline(cfg, make_gate, consumer)
+        # The speaker's sound, for the echo canceller: only where there is a speaker to hear.
+        reference = None
+        if self._respond and cfg.frontend.echo_cancel:
+            from tallylight.echo import ReferenceRing
+
+            reference = ReferenceRing()
+        self.pipeline = build_pipeline(cfg, make_gate, consumer, reference)
         self.gate = self.pipeline.gate
         if self._respond:
             from tallylight.responder import Responder
 
             self.responder = Responder(cfg, self.pipeline, voice_mute=self.voice_mute, pin_factory=factory,
-                                       to_home_assistant=self._to_home_assistant if cfg.home_assistant.enabled else None)
+                                       to_home_assistant=self._to_home_assistant if cfg.home_assistant.enabled else None,
+                                       reference=reference)
         if cfg.home_assistant.enabled:
             from tallylight.uplink_port import UplinkPort
 
@@ -305,10 +318,11 @@ class Daemon:
                 return
         if not block:
             return
+        t_end = time.monotonic()  # when the block's last sample came: lines it up with what the speaker played
         self.blocks_read += 1
         if not self._ready_sent:
             self._ready()
-        events = self.pipeline.process(block)
+        events = self.pipeline.process(block, t_end)
         if events:
             self._emit(events)
 

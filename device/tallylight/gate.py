@@ -23,7 +23,9 @@ The rules, each with where it is enforced:
 5. The light is checked before every block while audio is kept, else every full check (`check`):
    a light lost mid-capture stops it before the next block (P2).
 6. At start the gate is MUTED; `start` enters the state restart.start_state decided, with its reason.
-7. Wake detection is suppressed while our own speaker plays (`suppress_wake`, any thread).
+7. Wake detection is suppressed while our own speaker plays (`suppress_wake`, any thread), unless
+   an echo canceller takes the speaker's sound out of the mic first (responder.py, echo.py); a wake
+   then opens a capture by rule 1 like any other.
 8. Audio goes to disk only if debug recording is on, a capture is open and the ledger names the file
    first (`allow_debug_recording`, P4).
 9. An upload (P3): `begin_upload` by rule 1; `allow_send(n)` says yes only while UPLOADING with the

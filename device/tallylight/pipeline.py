@@ -70,8 +70,11 @@ class UtteranceUploader(Protocol):
 
 class Pipeline:
     def __init__(self, make_gate: Callable[..., PrivacyGate], wake, endpointer, cfg: CaptureConfig, *,
-                 consumer: UtteranceConsumer | None = None, recorder=None):
+                 consumer: UtteranceConsumer | None = None, recorder=None, echo=None):
         self.wake = wake
+        # echo.EchoCanceller (the daemon, with [frontend] echo_cancel): the speaker's own sound is
+        # taken out of each block first, so the ring, the wake word and a capture all hear without it.
+        self.echo = echo
         self.endpointer = endpointer
         self.consumer = consumer
         self.recorder = recorder
@@ -101,10 +104,13 @@ class Pipeline:
         out, self._events = self._events, []
         return out
 
-    def process(self, block: bytes) -> Sequence[Event]:
+    def process(self, block: bytes, t_end: float | None = None) -> Sequence[Event]:
+        """One block; `t_end`: when its last sample was read (monotonic s), for the echo canceller."""
         if not self.gate.mic_open_allowed:
             # The daemon closes the mic before this can happen; refuse rather than trust it (P1).
             raise RuntimeError(f"audio block offered while the gate is {self.gate.state.value}")
+        if self.echo is not None and t_end is not None:
+            block = self.echo.process(block, t_end)
         self.blocks_processed += 1
         self.t += len(block) / BYTES_PER_SECOND
         if self.gate.capturing:
@@ -233,9 +239,11 @@ class Pipeline:
             self.consumer.reset()
         self.wake.reset()
         self.endpointer.reset()
+        if self.echo is not None:
+            self.echo.reset()  # the reference ring too: what the speaker played is audio as well (P4)
 
     def close(self) -> None:
         self.forget()
-        for part in (self.consumer, self.wake):
+        for part in (self.consumer, self.wake, self.echo):
             if part is not None and hasattr(part, "close"):
                 part.close()

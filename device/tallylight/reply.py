@@ -25,11 +25,15 @@ import queue
 import re
 import subprocess
 import threading
+import time
 import wave
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from tallylight.echo import to_16k
+from tallylight.pcm import RATE
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,7 @@ class Speaker:
         env: Mapping[str, str] | None = None,
         tail_s: float = DEFAULT_TAIL_S,
         synth_timeout_s: float = 10.0,
+        reference: Any = None,
     ) -> None:
         self._cfg = cfg
         self._play_argv = list(play_argv)
@@ -142,6 +147,9 @@ class Speaker:
         self._env = dict(env) if env is not None else None
         self._tail_s = tail_s
         self._synth_timeout_s = synth_timeout_s
+        # echo.ReferenceRing (with [frontend] echo_cancel): every block handed to aplay is published
+        # there, on the monotonic timeline, for the echo canceller. None: nobody listens to it.
+        self._reference = reference
         self._sounds = make_sounds()
         self._queue: queue.Queue = queue.Queue()
         self._cv = threading.Condition()
@@ -204,6 +212,8 @@ class Speaker:
             self._generation += 1
             proc = self._proc
         self._kill(proc)
+        if self._reference is not None:
+            self._reference.cut(time.monotonic())  # what was queued to play after now never will
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and on_end() has been called; False on timeout."""
@@ -369,11 +379,21 @@ class Speaker:
         if proc is None:
             return
         assert proc.stdin is not None and proc.stderr is not None  # set by Popen above
+        ref = self._reference
+        far = to_16k(pcm, rate) if ref is not None else None
+        t0 = None
         try:
             step = rate // 10 * 2  # 100 ms per write, so a stop between writes is noticed soon
             for i in range(0, len(pcm), step):
                 if not self._current(item):
                     break
+                if ref is not None:
+                    # Sample k of this sound is due to play at t0 + k / rate: aplay plays it without a
+                    # gap from its first write on, however far ahead of the sound card these writes run.
+                    # What lies between a write and the mic (buffers, air) the canceller measures.
+                    t0 = time.monotonic() if t0 is None else t0
+                    a, b = i * RATE // (2 * rate), min(len(far), (i + step) * RATE // (2 * rate))
+                    ref.publish(far[a:b], t0 + a / RATE)
                 proc.stdin.write(pcm[i : i + step])
             proc.stdin.close()
         except (BrokenPipeError, OSError):
@@ -389,6 +409,8 @@ class Speaker:
             err = proc.stderr.read()
             proc.stderr.close()
             self._release()
+        if proc.returncode != 0 and ref is not None:
+            ref.cut(time.monotonic())  # cut short or failed: the rest never played
         if proc.returncode != 0 and self._current(item):
             msg = _last_line(err) or f"exit status {proc.returncode}"
             dev = self._cfg.output_device or "the default device"

@@ -4,10 +4,14 @@ The audio thread hands events to `handle()` and calls `poll()` once per block (a
 waits out an error); neither blocks. Most actions run on one worker thread (a `run` program may take
 seconds) and their results are applied in `poll()`. "stop listening" and "stop" only set flags,
 and are applied at once on the audio thread: "stop listening" must never wait behind a slow program
-with the mic open. Replies play on the speaker's own thread. While the speaker
-plays, wake detection is suppressed so it cannot wake itself with its own replies; so a timer's
-alarm rings in short bursts with ALARM_GAP_S of quiet between them, in which "okay nabu, stop" is
-heard.
+with the mic open. Replies play on the speaker's own thread.
+
+With echo cancellation (`[frontend] echo_cancel`, the default) the speaker publishes what it plays
+to the echo canceller, which takes it out of the mic: wake detection stays on while it plays, and
+"okay nabu" said over a reply or the alarm cuts it short (barge-in) and opens a capture as always.
+Without it, wake detection is suppressed while the speaker plays, so it cannot wake itself with its
+own replies; a timer's alarm rings in short bursts with ALARM_GAP_S of quiet between them, in which
+"okay nabu, stop" is heard, and the wake chime never plays over a command.
 """
 
 from __future__ import annotations
@@ -46,13 +50,17 @@ WAKE_CHIME_WAIT_S = 0.3
 class Responder:
     def __init__(self, cfg: Config, pipeline, *, voice_mute: Callable[[], None], pin_factory: Any = None,
                  speaker: Any = None, runner: Any = None, clock: Callable[[], float] = time.monotonic,
-                 to_home_assistant: Callable[[str], bool] | None = None):
+                 to_home_assistant: Callable[[str], bool] | None = None, reference: Any = None):
         self._pipeline = pipeline
+        # With an echo canceller fed from `reference` (echo.ReferenceRing), the mic no longer hears
+        # the speaker: no wake suppression while it plays, and a wake word cuts it short.
+        self.echo_cancel = reference is not None
         self._voice_mute = voice_mute
         # Hands text to the uplink (the daemon's UplinkPort): False when it could not go. None: no Home Assistant.
         self._to_home_assistant = to_home_assistant
         self.runner = runner or ActionRunner(cfg.actions, pin_factory=pin_factory)
-        self.speaker = speaker or Speaker(cfg.reply, on_start=self._suppress_wake, on_end=self._allow_wake)
+        self.speaker = speaker or Speaker(cfg.reply, on_start=self._suppress_wake, on_end=self._allow_wake,
+                                          reference=reference)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tallylight-actions")
         self._pending: list[Future] = []
         self._clock = clock
@@ -64,20 +72,34 @@ class Responder:
         self._closed = False
 
     def _suppress_wake(self) -> None:
+        if self.echo_cancel:
+            _LOG.info("speaker playing: its echo is cancelled, wake detection stays on")
+            return
         self._pipeline.gate.suppress_wake(True)
         _LOG.info("speaker playing: wake detection suppressed")
 
     def _allow_wake(self) -> None:
+        if self.echo_cancel:
+            return
         self._pipeline.gate.suppress_wake(False)
         _LOG.info("speaker done: wake detection back on")
 
     def handle(self, event: Event) -> None:
         """Audio thread: react to one pipeline event without blocking."""
         if isinstance(event, WakeDetected):
+            barge_in = self.speaker.speaking
+            if barge_in:
+                # Barge-in (only possible with echo cancellation): the owner talks over a reply or a
+                # ring; cut it so the command is heard. An alarm rings on after the capture unless
+                # the command stops it.
+                _LOG.info("wake word over the speaker: playback cut")
+                self.speaker.stop()
             # "I'm listening" only when it is true: the gate may have refused the capture (a light
-            # that cannot be confirmed on, P5), and then nothing is being listened to.
-            if self._pipeline.gate.capturing:
-                self._chime_due = self._pipeline.t + WAKE_CHIME_WAIT_S
+            # that cannot be confirmed on, P5), and then nothing is being listened to. With echo
+            # cancellation the chime comes at once, even over a command said in the same breath; after
+            # a barge-in the sound cut short (and the light) says it heard, and no chime covers "stop".
+            if self._pipeline.gate.capturing and not barge_in:
+                self._chime_due = self._pipeline.t + (0.0 if self.echo_cancel else WAKE_CHIME_WAIT_S)
         elif isinstance(event, NoMatch):
             self.speaker.sound("no_match")
         elif isinstance(event, IntentMatched) and event.match is not None:
@@ -129,7 +151,8 @@ class Responder:
         self._ring_now = True
 
     def _wake_chime(self) -> None:
-        if not self._pipeline.gate.capturing or self._pipeline.endpointer.speech_started:
+        over_speech = self._pipeline.endpointer.speech_started and not self.echo_cancel
+        if not self._pipeline.gate.capturing or over_speech:
             self._chime_due = None  # the capture is over, or the command is being spoken: no chime over it
             _LOG.debug("no wake chime: the command came at once")
         elif self._pipeline.t >= self._chime_due:
