@@ -19,9 +19,8 @@ import pytest
 from tallylight import echo as E
 from tallylight.config import ConfigError, from_dict
 from tallylight.pcm import RATE
-
-import speech
-from audio_rigs import have_pulseaudio, pulse_mic
+from testkit import speech
+from testkit.audio_rigs import have_pulseaudio, pulse_mic
 
 pytestmark = pytest.mark.skipif(not speech.have_tools(), reason="needs espeak-ng and sox (scripts/test installs them)")
 
@@ -232,7 +231,7 @@ def _say(loop: Loop, text: str, voice: str = "en-us") -> None:
 
 
 @pytest.mark.parametrize("echo_cancel", [False])
-def test_okay_nabu_stop_over_the_ringing_alarm_stops_it(tmp_path, monkeypatch, echo_cancel):
+def test_without_echo_cancellation_a_ringing_alarm_is_not_talked_over(tmp_path, monkeypatch, echo_cancel):
     """Barge-in: said while a ring plays into the mic. Without echo cancellation wake detection is off
     while it rings, so the same words are not heard (the test's negative control)."""
     with echo_loop(tmp_path, monkeypatch, echo_cancel=echo_cancel) as loop:
@@ -262,7 +261,8 @@ def test_one_breath_command_over_the_wake_chime(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("feed_reference", [False])
-def test_the_speakers_own_okay_nabu_never_wakes_it(tmp_path, monkeypatch, feed_reference):
+def test_the_loop_is_real_the_speakers_own_okay_nabu_wakes_it_without_the_reference(tmp_path, monkeypatch,
+                                                                                     feed_reference):
     """A reply that itself says the wake word, played into the mic, nobody speaking. Without its
     reference the canceller cannot take it out, and it wakes itself (the negative control)."""
     with echo_loop(tmp_path, monkeypatch, echo_cancel=True, feed_reference=feed_reference) as loop:
