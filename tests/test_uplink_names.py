@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fake_home_assistant import TOKEN, FakeHomeAssistant
 from test_uplink_conversation import FakeDaemon, until
 from test_uplink_daemon import Rig, UplinkThread
 from test_uplink_daemon import until as until_sync
@@ -21,8 +22,6 @@ from tallylight.speech.grammar import Grammar
 from tallylight.uplink import messages
 from tallylight.uplink.daemon_client import DaemonBridge, cancel_and_wait, names_message
 from tallylight.uplink.home_assistant import HomeAssistantClient, HomeAssistantOptions
-
-from fake_home_assistant import TOKEN, FakeHomeAssistant
 
 LOCAL = default_commands()
 
