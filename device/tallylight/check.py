@@ -145,6 +145,7 @@ def _check_home_assistant(cfg: Config) -> str:
 def _check_wake(cfg: Config) -> str:
     from tallylight.wake import make_wake_detector
 
+    # make_wake_detector asks the engine's spec (wake_engines) what it needs, and says how to get it.
     det = make_wake_detector(cfg.wake, cfg.frontend)
     try:
         parts = det.describe()
@@ -189,10 +190,13 @@ def _check_vosk(cfg: Config, r: _Report) -> None:
     """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
     from tallylight.speech.engines import default_vosk_model
     from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
+    from tallylight.speech.recognizers import MODES
 
     engine = cfg.recognizer.engine
-    if engine == "pocketsphinx":
-        return  # the owner chose pocketsphinx alone
+    if engine not in MODES and engine != "vosk":
+        # One registered recognizer that is not vosk: the "recognizer" line says whether it runs here
+        # (make_recognizer asks its spec what it needs, and says how to install it).
+        return
     problem = vosk_package_problem()
     if problem is not None:
         fix = "pip install vosk into tallylight's venv (scripts/setup.sh does)"

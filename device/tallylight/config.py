@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tallylight.errors import ConfigError
+from tallylight.speech.recognizers import RECOGNIZERS, engine_choices
+from tallylight.wake_engines import WAKE_ENGINES
 
 # Where `scripts/run` and `tallylight` look when --config is not given, first match wins.
 SYSTEM_CONFIG = Path("/etc/tallylight/tallylight.toml")
@@ -26,6 +28,16 @@ SYSTEM_CONFIG = Path("/etc/tallylight/tallylight.toml")
 
 def _choice(*options: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
+        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
+
+    return check
+
+
+def _registered(choices: Callable[[], Any]) -> Callable[[Any], str | None]:
+    """Like _choice, with the choices read from a registry when the value is checked (so an engine
+    registered after this module was imported is a choice too)."""
+    def check(value: Any) -> str | None:
+        options = tuple(choices())
         return None if value in options else "one of " + ", ".join(repr(o) for o in options)
 
     return check
@@ -97,7 +109,7 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class WakeConfig:
-    engine: str = _key("microwakeword", _choice("microwakeword", "openwakeword", "porcupine"))
+    engine: str = _key("microwakeword", _registered(lambda: WAKE_ENGINES))
     model: str = _key("okay_nabu")
     sensitivity: float = _key(0.5, _range(0.0, 1.0), (float, int))
     refractory_s: float = _key(2.0, _range(0.0, 30.0), (float, int))
@@ -173,7 +185,7 @@ class DebugConfig:
 
 @dataclass(frozen=True)
 class RecognizerConfig:
-    engine: str = _key("auto", _choice("auto", "vosk", "pocketsphinx", "both"))
+    engine: str = _key("auto", _registered(engine_choices))
     vosk_model: str = _key("")
     min_confidence: float = _key(0.5, _range(0.0, 1.0), (float, int))
     # (word, ARPABET phones) pairs, from a TOML table: pocketsphinx's words for what cmudict lacks.
@@ -452,6 +464,13 @@ def _with_profile(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 
 def _check_across(where: str, cfg: Config) -> None:
     """Checks that involve more than one key."""
+    # The chosen engines' own checks (wake_engines, speech.recognizers): a message that starts with the key.
+    wake_check = WAKE_ENGINES[cfg.wake.engine].check
+    if wake_check is not None and (problem := wake_check(cfg.wake)):
+        raise ConfigError(f"{where}: {problem}")
+    spec = RECOGNIZERS.get(cfg.recognizer.engine)  # None for the modes "auto" and "both"
+    if spec is not None and spec.check is not None and (problem := spec.check(cfg.recognizer)):
+        raise ConfigError(f"{where}: {problem}")
     if len(cfg.home_assistant.socket.encode()) > MAX_SOCKET_PATH_BYTES:  # a relative one, made full
         raise ConfigError(f"{where}: home_assistant.socket = {cfg.home_assistant.socket!r} is longer than a unix "
                           f"socket's {MAX_SOCKET_PATH_BYTES} bytes: give a shorter full path, like "

@@ -36,16 +36,18 @@ import logging
 import math
 import statistics
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tallylight.config import FrontendConfig, WakeConfig
 from tallylight.errors import ConfigError, EngineError
 from tallylight.pcm import BYTES_PER_SAMPLE, RATE
+from tallylight.wake_engines import wake_engine
+
+if TYPE_CHECKING:
+    from tallylight.config import FrontendConfig, WakeConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -641,14 +643,6 @@ class PorcupineDetector(WakeDetector):
         self._pv.delete()
 
 
-# --------------------------------------------------------------------------------------------------
-_FACTORIES: dict[str, Callable[[WakeConfig], WakeDetector]] = {
-    "microwakeword": lambda c: MicroWakeWordDetector(c.model, c.sensitivity, c.refractory_s),
-    "openwakeword": lambda c: OpenWakeWordDetector(c.model, c.sensitivity, c.refractory_s),
-    "porcupine": lambda c: PorcupineDetector(c.model, c.sensitivity, c.refractory_s, c.porcupine_access_key_file),
-}
-
-
 class SlowedView:
     """A streaming resample that plays the audio `factor` times as fast (factor < 1: slower and lower).
 
@@ -767,10 +761,12 @@ def wake_phrase(cfg: WakeConfig) -> str:
 
 
 def _make_one(cfg: WakeConfig) -> WakeDetector:
-    factory = _FACTORIES.get(cfg.engine)
-    if factory is None:
-        raise ConfigError(f"wake.engine must be one of {', '.join(_FACTORIES)}, not {cfg.engine!r}")
-    return factory(cfg)
+    """The detector of the registered engine `wake.engine` names (tallylight.wake_engines)."""
+    spec = wake_engine(cfg.engine)
+    problem = spec.unavailable()
+    if problem is not None:
+        raise EngineError(problem)
+    return spec.factory(cfg)
 
 
 def make_wake_detector(cfg: WakeConfig, frontend_cfg: FrontendConfig | None = None) -> WakeDetector | ListeningEars:
@@ -782,7 +778,7 @@ def make_wake_detector(cfg: WakeConfig, frontend_cfg: FrontendConfig | None = No
     from tallylight.frontend import make_frontend
 
     try:
-        lowered = _make_one(cfg) if cfg.lowered_view and cfg.engine == "microwakeword" else None
+        lowered = _make_one(cfg) if cfg.lowered_view and wake_engine(cfg.engine).lowered_view else None
         frontend = make_frontend(frontend_cfg)
     except BaseException:
         plain.close()

@@ -1,20 +1,22 @@
 """The configured speech recognizer: which engine `auto` picks, where its model is, and building it.
 
-The engine modules are imported here at the top; each imports its heavy library (vosk,
-pocketsphinx) only when a recognizer is built, so the one not chosen costs no start time or memory.
+The recognizers themselves are registered in `speech.recognizers`; each spec's factory imports its
+engine (vosk, pocketsphinx) only when a recognizer is built, so the one not chosen costs no start
+time or memory.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tallylight.config import RecognizerConfig
 from tallylight.errors import EngineError
-from tallylight.speech.recognizer import Recognizer
-from tallylight.speech.sphinx import SphinxRecognizer, prime_window
-from tallylight.speech.vosk_engine import VoskRecognizer
+from tallylight.speech.recognizers import RecognizerInputs, recognizer
+
+if TYPE_CHECKING:
+    from tallylight.config import RecognizerConfig
+    from tallylight.speech.recognizer import Recognizer
 
 _LOG = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def default_vosk_model(state_dir: Path | None = None) -> Path | None:
 def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], words: set[str],
                     state_dir: Path | None = None, extra_pronunciations: dict[str, str] | None = None,
                     preroll_s: float | None = None, debug: bool = False) -> Recognizer:
-    """The configured recognizer.
+    """The configured recognizer: the registered one recognizer.engine names (speech.recognizers).
 
     engine "auto": vosk when recognizer.vosk_model (or the default model dir) exists, else
     pocketsphinx, whose English model ships inside its wheel. `words` is the grammar's vocabulary
@@ -59,18 +61,14 @@ def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], wor
             model_path = default_vosk_model(state_dir)
         engine = "vosk" if model_path is not None and model_path.is_dir() else "pocketsphinx"
         _LOG.info("recognizer: %s%s", engine, f" ({model_path})" if engine == "vosk" else "")
-    if engine == "vosk":
-        if model_path is None:
-            model_path = default_vosk_model(state_dir)
-        if model_path is None:
-            raise EngineError(
-                "recognizer.engine = 'vosk' but no model is set: run `tallylight models download "
-                "small-en-us` and set recognizer.vosk_model, or set recognizer.engine = 'pocketsphinx'"
-            )
-        rec: Recognizer = VoskRecognizer(os.fspath(model_path), phrases, debug=debug)
-    else:
-        options = {} if preroll_s is None else {"prime_s": prime_window(preroll_s)}
-        rec = SphinxRecognizer(jsgf, extra_pronunciations, debug=debug, **options)
+    spec = recognizer(engine)
+    problem = spec.unavailable()
+    if problem is not None:
+        raise EngineError(problem)
+    rec = spec.factory(RecognizerInputs(
+        cfg, jsgf, phrases, words, state_dir=state_dir, extra_pronunciations=extra_pronunciations,
+        preroll_s=preroll_s, debug=debug,
+        vosk_model=model_path if model_path is not None else default_vosk_model(state_dir)))
     missing = rec.missing_words() & set(words) if words else rec.missing_words()
     if missing:
         _LOG.warning("recognizer %s lacks these command words: %s", rec.name, ", ".join(sorted(missing)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ from typing import BinaryIO, TextIO
 
 from tallylight.errors import EngineError
 from tallylight.speech.engines import default_vosk_model, is_vosk_model, model_folders
+from tallylight.speech.recognizers import RECOGNIZERS
 
 
 class ModelError(EngineError):
@@ -67,11 +69,14 @@ VOSK_BRINGS = ('with a vosk model, recognizer.engine "auto" (or "both") runs vos
 
 
 def vosk_package_problem() -> str | None:
-    """Why the vosk package cannot be used here, or None when it imports."""
-    try:
-        import vosk  # noqa: F401  (loads libvosk.so: a missing libatomic1 shows here, not at first capture)
-    except (ImportError, OSError) as e:
-        return f"{type(e).__name__}: {e}"
+    """Why the modules the vosk recognizer needs (its spec in speech.recognizers) cannot be used here,
+    or None when they import."""
+    for module in RECOGNIZERS["vosk"].needs:
+        try:
+            # Loads libvosk.so: a missing libatomic1 shows here, not at the first capture.
+            importlib.import_module(module)
+        except (ImportError, OSError) as e:
+            return f"{type(e).__name__}: {e}"
     return None
 
 

@@ -1,0 +1,128 @@
+"""The recognizers `recognizer.engine` can name: one `RecognizerSpec` each in `RECOGNIZERS`.
+
+Light on purpose: `config.py` reads the names from here to check `recognizer.engine`, and
+`tallylight check` reads what each recognizer needs. The engine code (pocketsphinx, vosk, numpy) is
+imported only by a spec's factory, when a recognizer is built (`engines.make_recognizer`).
+
+Besides the registered names, recognizer.engine takes two modes (`MODES`): "auto" (vosk beside
+pocketsphinx when a vosk model is installed, else pocketsphinx) and "both" (the two together,
+weighed by `understand.PairedUnderstander`).
+
+A new recognizer is one module with its `Recognizer` and one `register_recognizer(RecognizerSpec(...))`:
+docs/extending.md shows one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tallylight.errors import ConfigError, EngineError
+from tallylight.needs import unavailable
+
+if TYPE_CHECKING:
+    from tallylight.config import RecognizerConfig
+    from tallylight.speech.recognizer import Recognizer
+
+MODES = ("auto", "both")
+
+
+@dataclass(frozen=True)
+class RecognizerInputs:
+    """What a recognizer is built from: the [recognizer] section and the grammar in both forms.
+
+    `jsgf` is the grammar for pocketsphinx-like decoders, `phrases` every phrase (vosk's grammar
+    mode), `words` the vocabulary; `vosk_model` the model folder recognizer.vosk_model names, else
+    the default one installed, else None; `preroll_s` the capture's pre-roll (None outside captures).
+    """
+
+    cfg: RecognizerConfig
+    jsgf: str
+    phrases: list[str]
+    words: set[str]
+    state_dir: Path | None = None
+    extra_pronunciations: dict[str, str] | None = None
+    preroll_s: float | None = None
+    debug: bool = False
+    vosk_model: Path | None = None
+
+
+@dataclass(frozen=True)
+class RecognizerSpec:
+    """One recognizer.
+
+    `factory(inputs)` builds it (raising EngineError or ConfigError with one line). `needs`: the
+    modules it imports, and `install` the one line that says how to get them. `check(cfg)`: its own
+    check of the [recognizer] section at load time, a message (starting with the key) naming the fix,
+    or None. `options`: the [recognizer] keys it reads besides engine and min_confidence.
+    """
+
+    name: str
+    factory: Callable[[RecognizerInputs], Recognizer]
+    needs: tuple[str, ...] = ()
+    install: str = ""
+    options: tuple[str, ...] = ()
+    check: Callable[[RecognizerConfig], str | None] | None = None
+    help: str = ""
+
+    def unavailable(self) -> str | None:
+        """Why this recognizer cannot run here (one line with the fix), or None."""
+        return unavailable(f"recognizer.engine = {self.name!r}", self.needs, self.install)
+
+
+RECOGNIZERS: dict[str, RecognizerSpec] = {}
+
+
+def register_recognizer(spec: RecognizerSpec) -> RecognizerSpec:
+    """Add a recognizer; `recognizer.engine = "<name>"` can then choose it."""
+    if spec.name in RECOGNIZERS or spec.name in MODES:
+        raise ValueError(f"there is already a recognizer {spec.name!r}")
+    RECOGNIZERS[spec.name] = spec
+    return spec
+
+
+def engine_choices() -> tuple[str, ...]:
+    """What recognizer.engine may say: "auto", every registered recognizer, "both"."""
+    return ("auto", *RECOGNIZERS, "both")
+
+
+def recognizer(name: str) -> RecognizerSpec:
+    """The spec `recognizer.engine = name` means (not a mode); ConfigError naming the choices otherwise."""
+    spec = RECOGNIZERS.get(name)
+    if spec is None:
+        raise ConfigError(f"recognizer.engine must be one of {', '.join(engine_choices())}, not {name!r}")
+    return spec
+
+
+# -- the builtin recognizers. Their factories import the engine modules when a recognizer is built.
+def _vosk(inputs: RecognizerInputs) -> Recognizer:
+    from tallylight.speech.vosk_engine import VoskRecognizer  # lazy import: the engine only when it is built
+
+    if inputs.vosk_model is None:
+        raise EngineError(
+            "recognizer.engine = 'vosk' but no model is set: run `tallylight models download "
+            "small-en-us` and set recognizer.vosk_model, or set recognizer.engine = 'pocketsphinx'"
+        )
+    return VoskRecognizer(os.fspath(inputs.vosk_model), inputs.phrases, debug=inputs.debug)
+
+
+def _pocketsphinx(inputs: RecognizerInputs) -> Recognizer:
+    from tallylight.speech.sphinx import SphinxRecognizer, prime_window  # lazy import: numpy and the engine only when it is built
+
+    options = {} if inputs.preroll_s is None else {"prime_s": prime_window(inputs.preroll_s)}
+    return SphinxRecognizer(inputs.jsgf, inputs.extra_pronunciations, debug=inputs.debug, **options)
+
+
+register_recognizer(RecognizerSpec(
+    "vosk", _vosk, needs=("vosk",),
+    install="pip install vosk into tallylight's venv (scripts/setup.sh does), or set recognizer.engine = \"pocketsphinx\"",
+    options=("vosk_model",),
+    help="vosk (Kaldi) in grammar mode: needs a model, `tallylight models download small-en-us`"))
+register_recognizer(RecognizerSpec(
+    "pocketsphinx", _pocketsphinx, needs=("pocketsphinx",),
+    install="run scripts/setup.sh or pip install pocketsphinx",
+    options=("pronunciations",),
+    help="pocketsphinx over the commands' JSGF grammar: its English model ships inside its wheel"))
