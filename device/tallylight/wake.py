@@ -1,6 +1,7 @@
 """Wake word detectors: a pure step fed 16 kHz mono s16le audio, one detection per spoken phrase.
 
-Three engines sit behind one small interface (`WakeDetector`):
+Three engines sit behind one small interface (`WakeDetector`), each registered in
+`tallylight.wake_engines` (what `wake.engine` may name, what each needs installed):
 
 - microWakeWord (`pymicro-wakeword`, the default): tiny TFLite models, ~0.003-0.004 CPU-s per
   audio-s here (through `_MicroWakeWordStep`; the library's own loop takes ~0.005-0.007). A
