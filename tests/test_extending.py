@@ -217,3 +217,19 @@ def test_an_engine_name_is_registered_once():
         recognizers.register_recognizer(recognizers.RECOGNIZERS["vosk"])
     with pytest.raises(ValueError, match="already a recognizer 'both'"):
         recognizers.register_recognizer(dataclasses.replace(recognizers.RECOGNIZERS["vosk"], name="both"))
+
+
+def test_check_notes_an_engine_key_that_the_chosen_engine_does_not_read(engines_page):
+    from tallylight.check import unread_options
+
+    cfg = C.from_dict({"wake": {"engine": "openwakeword", "porcupine_access_key_file": "/k", "lowered_view": 0.7},
+                       "recognizer": {"engine": "timed-pocketsphinx", "vosk_model": "/m"}}, "x.toml")
+    assert unread_options(cfg) == [
+        "wake.lowered_view is set, but wake.engine = 'openwakeword' does not read it (only microwakeword does)",
+        "wake.porcupine_access_key_file is set, but wake.engine = 'openwakeword' does not read it (only porcupine does)",
+        "recognizer.vosk_model is set, but recognizer.engine = 'timed-pocketsphinx' does not read it (only vosk does)",
+    ]
+    # The page's recognizer reads what pocketsphinx reads; "auto" reads what vosk and pocketsphinx read.
+    assert unread_options(C.from_dict({"recognizer": {"engine": "timed-pocketsphinx",
+                                                      "pronunciations": {"nabu": "N AA B UW"}}}, "x.toml")) == []
+    assert unread_options(C.from_dict({"recognizer": {"vosk_model": "/m"}}, "x.toml")) == []

@@ -50,6 +50,8 @@ def run_checks(cfg: Config, out: TextIO) -> int:
     for problem in check_hardware(cfg, profile=cfg.hardware.profile or None):
         r.problem("hardware", problem)
     r.attempt("wake word", lambda: _check_wake(cfg))
+    for note in unread_options(cfg):
+        r.note("config", note)
     r.attempt("voice activity", lambda: _check_vad(cfg))
     r.attempt("recognizer", lambda: _check_recognizer(cfg))
     _check_vosk(cfg, r)
@@ -153,6 +155,31 @@ def _check_wake(cfg: Config) -> str:
         return f"{cfg.wake.engine} '{det.word}' loaded (threshold {det.threshold:.2f}){front}"
     finally:
         det.close()
+
+
+def unread_options(cfg: Config) -> list[str]:
+    """Engine keys set away from their default that the chosen engine does not read (each spec's
+    `options`, in wake_engines and speech.recognizers): likely meant for another engine."""
+    import dataclasses
+
+    from tallylight.speech.recognizers import MODES, RECOGNIZERS
+    from tallylight.wake_engines import WAKE_ENGINES
+
+    rec = cfg.recognizer.engine
+    # The modes run vosk and pocketsphinx, so they read what those two read.
+    rec_reads = [o for name in ("vosk", "pocketsphinx") for o in RECOGNIZERS[name].options] if rec in MODES \
+        else RECOGNIZERS[rec].options
+    notes = []
+    for section, specs, engine, reads in (("wake", WAKE_ENGINES, cfg.wake.engine, WAKE_ENGINES[cfg.wake.engine].options),
+                                          ("recognizer", RECOGNIZERS, rec, rec_reads)):
+        values = getattr(cfg, section)
+        defaults = {f.name: f.default for f in dataclasses.fields(values)}
+        for key in dict.fromkeys(o for spec in specs.values() for o in spec.options):
+            if key not in reads and getattr(values, key) != defaults[key]:
+                users = ", ".join(name for name, spec in specs.items() if key in spec.options)
+                notes.append(f"{section}.{key} is set, but {section}.engine = {engine!r} does not read it "
+                             f"(only {users} does)")
+    return notes
 
 
 def _check_vad(cfg: Config) -> str:

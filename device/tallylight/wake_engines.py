@@ -41,7 +41,6 @@ class WakeEngineSpec:
     options: tuple[str, ...] = ()
     check: Callable[[WakeConfig], str | None] | None = None
     lowered_view: bool = False
-    help: str = ""
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run here (one line with the fix), or None."""
@@ -89,14 +88,11 @@ def _porcupine(c: WakeConfig) -> WakeDetector:
 register_wake_engine(WakeEngineSpec(
     "microwakeword", _microwakeword, needs=("pymicro_wakeword",),
     install="run scripts/setup.sh or pip install pymicro-wakeword",
-    options=("lowered_view",), lowered_view=True,
-    help="microWakeWord (the default): tiny TFLite models, a builtin name or a .json model config"))
+    options=("lowered_view",), lowered_view=True))
 register_wake_engine(WakeEngineSpec(
     "openwakeword", _openwakeword, needs=("pyopen_wakeword",),
-    install="run scripts/setup.sh or pip install pyopen-wakeword",
-    help="openWakeWord: a builtin name or a .tflite model, about 50x the CPU of microWakeWord"))
+    install="run scripts/setup.sh or pip install pyopen-wakeword"))
 register_wake_engine(WakeEngineSpec(
     "porcupine", _porcupine, needs=("pvporcupine",),
     install="pip install pvporcupine, or use wake.engine = \"microwakeword\"",
-    options=("porcupine_access_key_file",),
-    help="Picovoice Porcupine: needs an AccessKey you already hold"))
+    options=("porcupine_access_key_file",)))

@@ -66,7 +66,6 @@ class RecognizerSpec:
     install: str = ""
     options: tuple[str, ...] = ()
     check: Callable[[RecognizerConfig], str | None] | None = None
-    help: str = ""
 
     def unavailable(self) -> str | None:
         """Why this recognizer cannot run here (one line with the fix), or None."""
@@ -119,10 +118,8 @@ def _pocketsphinx(inputs: RecognizerInputs) -> Recognizer:
 register_recognizer(RecognizerSpec(
     "vosk", _vosk, needs=("vosk",),
     install="pip install vosk into tallylight's venv (scripts/setup.sh does), or set recognizer.engine = \"pocketsphinx\"",
-    options=("vosk_model",),
-    help="vosk (Kaldi) in grammar mode: needs a model, `tallylight models download small-en-us`"))
+    options=("vosk_model",)))
 register_recognizer(RecognizerSpec(
     "pocketsphinx", _pocketsphinx, needs=("pocketsphinx",),
     install="run scripts/setup.sh or pip install pocketsphinx",
-    options=("pronunciations",),
-    help="pocketsphinx over the commands' JSGF grammar: its English model ships inside its wheel"))
+    options=("pronunciations",)))
