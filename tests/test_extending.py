@@ -233,3 +233,14 @@ def test_check_notes_an_engine_key_that_the_chosen_engine_does_not_read(engines_
     assert unread_options(C.from_dict({"recognizer": {"engine": "timed-pocketsphinx",
                                                       "pronunciations": {"nabu": "N AA B UW"}}}, "x.toml")) == []
     assert unread_options(C.from_dict({"recognizer": {"vosk_model": "/m"}}, "x.toml")) == []
+
+
+def test_a_recognizers_own_check_refuses_the_config_in_one_line(engines_page):
+    recognizers.register_recognizer(dataclasses.replace(
+        recognizers.RECOGNIZERS["timed-pocketsphinx"], name="needs-words",
+        check=lambda cfg: None if cfg.pronunciations else "recognizer.pronunciations: give at least one word"))
+    with pytest.raises(ConfigError) as e:
+        C.from_dict({"recognizer": {"engine": "needs-words"}}, "x.toml")
+    assert str(e.value) == "x.toml: recognizer.pronunciations: give at least one word"
+    cfg = C.from_dict({"recognizer": {"engine": "needs-words", "pronunciations": {"nabu": "N AA B UW"}}}, "x.toml")
+    assert cfg.recognizer.engine == "needs-words"
