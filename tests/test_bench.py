@@ -31,6 +31,7 @@ HEADINGS = {
     7: "Recognizer CPU per audio second",
     9: "Memory over many commands",
     10: "Ledger check at start",
+    11: "Home Assistant uplink",
 }
 
 
