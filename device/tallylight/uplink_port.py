@@ -129,7 +129,7 @@ class UplinkPort:
         self.received: collections.Counter[str] = collections.Counter()  # kinds handled, for tests and status
         self._stream: _Stream | None = None
         self._ha_audio = False  # Home Assistant takes audio-mode streams (HomeAssistantLink.audio)
-        self.upload_destination = f"home_assistant via {self.link.path}"
+        self.upload_destination = f"home_assistant via {self.link.path}"  # of text and audio alike, in the ledger
 
     def open(self) -> None:
         self.link.open()
@@ -150,7 +150,7 @@ class UplinkPort:
         except MessageError as e:
             _LOG.warning("Home Assistant: not sent: %s", e)
             return False
-        fields = {"destination": f"home_assistant via {self.link.path}", "bytes": len(msg.text.encode("utf-8")),
+        fields = {"destination": self.upload_destination, "bytes": len(msg.text.encode("utf-8")),
                   "utterance": uid}
         if self._cfg.ledger_text:
             fields["text"] = msg.text
