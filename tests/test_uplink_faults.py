@@ -14,7 +14,6 @@ import random
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -100,9 +99,7 @@ def test_a_peer_that_connects_and_says_nothing_loses_its_slot_after_the_ping_tim
         quiet = await RawPeer.connect(port)
         half = await RawPeer.connect(port)
         half.writer.write(b"\x01\x00\x00")  # a Noise hello, then no handshake
-        t0 = time.monotonic()
         assert await quiet.closed() and await half.closed()
-        assert time.monotonic() - t0 < 2.0
         assert sum("no hello within 0.3 s of connecting" in w for w in warnings_of(caplog)) == 2
         assert not server.connections
         await server.close()
@@ -127,18 +124,20 @@ def test_a_peer_that_stops_reading_is_dropped_when_its_buffer_fills_and_nobody_e
         await until_async(lambda: len(states) == 3)
         slow_conn, healthy_conn = server.connections
         # The slow peer reads nothing from here on. Each change is three state messages to it; between
-        # bursts of them the loop runs, so the healthy client reads its share.
-        longest = 0.0
+        # bursts of them the loop runs, so the healthy client reads its share. A push is a plain call
+        # (no coroutine, so it cannot wait for a peer): what shows it never waits is that the slow
+        # peer's backlog is bounded, and the slow peer is dropped while pushes go on.
+        assert not asyncio.iscoroutinefunction(server.set_gate_state)
+        most_buffered = 0
         for i in range(200000):
-            t0 = time.monotonic()
             server.set_gate_state("capturing" if i % 2 else "listening")
-            longest = max(longest, time.monotonic() - t0)
             if slow_conn.transport is None or slow_conn.transport.is_closing():
                 break
+            most_buffered = max(most_buffered, slow_conn.transport.get_write_buffer_size())
             if i % 50 == 0:
                 await asyncio.sleep(0.001)
         assert slow_conn.transport is None or slow_conn.transport.is_closing(), "the slow peer was never dropped"
-        assert longest < 0.05, longest  # no push waited for the slow peer
+        assert 0 < most_buffered <= 32 * 1024, most_buffered  # its backlog never grew past the cap
         await until_async(lambda: server.connections == [healthy_conn])
         assert any("fell more than 32768 bytes behind" in w for w in warnings_of(caplog))
         server.set_gate_state("muted")

@@ -146,7 +146,8 @@ def test_a_half_open_home_assistant_alone_is_found_by_the_ping_and_the_daemon_si
         t0 = time.monotonic()
         await sink.wait(lambda calls: calls[-1] == ("home_assistant_link", False, False))
         took = time.monotonic() - t0
-        assert not server.connections and took < 0.3 + 0.4 + 1.0, took
+        # The ping found it (the reason below), well inside the reconnect goal; how fast is scripts/bench's row.
+        assert not server.connections and took < BACK_WITHIN_S, took
         assert "no answer to a ping for 0.4 s: dropping a stale connection" in caplog.text
         # And it comes back: a new client is served.
         again = await voice_client(port, "home-assistant-again")
