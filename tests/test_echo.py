@@ -256,7 +256,9 @@ def test_one_breath_command_over_the_wake_chime(tmp_path, monkeypatch):
         assert loop.wait_for(lambda lp: lp.kinds("capture"), 20), loop.events
         wake = loop.kinds("wake")[0]
         chimes = [t for n, t in loop.sounds if n == "wake"]
-        assert chimes and chimes[0] - wake.t < 0.05, "the chime did not play at once, over the command"
+        # Within 0.3 s of audio after the wake (the command's words take about a second): the chime
+        # overlaps the command, which is what the echo canceller has to take out.
+        assert chimes and chimes[0] - wake.t < 0.3, "the chime did not play at once, over the command"
         assert [e.name for e in loop.kinds("intent")] == ["light_on"], loop.events
 
 
