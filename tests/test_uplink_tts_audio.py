@@ -78,3 +78,33 @@ def test_blocks_are_whole_samples_in_order_within_the_protocols_bound():
     parts = tts_audio.blocks(pcm)
     assert b"".join(parts) == pcm and all(len(p) % 2 == 0 and len(p) <= MAX_PCM_BYTES for p in parts)
     assert tts_audio.blocks(b"") == []
+
+
+def test_what_home_assistant_sends_when_asked_passes_through_byte_for_byte():
+    """16 kHz mono 16-bit (what wav_url asks for) is what the socket carries: no conversion, no rounding,
+    and a header claiming more than MAX_SECONDS is still cut there."""
+    pcm = np.random.default_rng(3).integers(-32768, 32768, 16000, dtype="<i2").tobytes()
+    assert tts_audio.to_pcm16k(riff(1, 1, 16000, 16, pcm)) == pcm
+    assert tts_audio.to_pcm16k(riff(1, 1, 16000, 16, pcm + b"\x01")) == pcm  # half a sample is dropped
+    long = riff(1, 1, 16000, 16, b"\0\1" * int(16000 * (tts_audio.MAX_SECONDS + 1)))
+    assert len(tts_audio.to_pcm16k(long)) == int(tts_audio.MAX_SECONDS * 16000) * 2
+
+
+def test_the_uplink_loads_no_numpy_until_a_reply_needs_converting():
+    """numpy and soxr are about 18 MiB of the uplink's memory (scripts/bench table 11): the uplink's
+    modules do not import them, and a reply Home Assistant converted as asked does not either."""
+    import subprocess
+    import sys
+
+    code = ("import sys, struct\n"
+            "import tallylight.uplink.main, tallylight.uplink.mdns\n"
+            "from tallylight.uplink import tts_audio\n"
+            "pcm = bytes(3200)\n"
+            "fmt = struct.pack('<HHIIHH', 1, 1, 16000, 32000, 2, 16)\n"
+            "wav = b'RIFF' + struct.pack('<I', 36 + len(pcm)) + b'WAVEfmt ' + struct.pack('<I', 16) + fmt"
+            " + b'data' + struct.pack('<I', len(pcm)) + pcm\n"
+            "assert tts_audio.to_pcm16k(wav) == pcm\n"
+            "print(sorted(m for m in ('numpy', 'soxr') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

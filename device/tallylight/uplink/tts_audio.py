@@ -10,15 +10,17 @@ the RIFF and data lengths are 0 or 0xFFFFFFFF. The data then runs to the end of 
 what is read here (`wave` in Python 3.11 would read no frames from such a file).
 
 Bounded: at most `MAX_SECONDS` of audio come out of one file, whatever its header claims.
+
+numpy and soxr are imported only for a WAV that needs converting: they are about 18 MiB of the
+uplink's memory, and what Home Assistant sends when asked (16 kHz mono 16-bit) is already what the
+socket carries, so the usual reply passes through untouched and the uplink stays small.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-
-import numpy as np
-import soxr
+from typing import TYPE_CHECKING
 
 from tallylight.errors import TallylightError
 from tallylight.uplink.messages import MAX_PCM_BYTES, PCM_RATE
@@ -27,6 +29,9 @@ MAX_SECONDS = 120.0  # a long weather report is under a minute; more is a mistak
 BLOCK_BYTES = MAX_PCM_BYTES // 2  # 0.512 s a ReplyAudio: small enough to start playing soon
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 _KSDATAFORMAT_PCM = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+if TYPE_CHECKING:
+    import numpy as np
+
 _KSDATAFORMAT_FLOAT = b"\x03\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
 
@@ -58,6 +63,11 @@ def _chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
     """float32 samples, mixed to mono, and their rate. AudioFormatError says what is wrong."""
+    return _samples(*_wav_data(data))
+
+
+def _wav_data(data: bytes) -> tuple[bytes, int, int, int, int]:
+    """The checked sample bytes (at most MAX_SECONDS, whole frames) and (tag, channels, rate, bits)."""
     kind = sniff(data)
     if kind != "wav":
         raise AudioFormatError(f"the speech audio is {kind}, not WAV (only WAV is decoded here)")
@@ -78,11 +88,11 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
                 raise AudioFormatError("the WAV has its data before its fmt chunk")
             # 0 and 0xFFFFFFFF are the sizes of a WAV streamed through a pipe: the data runs to the end.
             end = len(data) if size in (0, 0xFFFFFFFF) else min(body + size, len(data))
-            return _samples(data[body:end], *fmt)
+            return _checked(data[body:end], *fmt)
     raise AudioFormatError("the WAV has no fmt or no data chunk")
 
 
-def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple[np.ndarray, int]:
+def _checked(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple[bytes, int, int, int, int]:
     if not 1 <= channels <= 8:
         raise AudioFormatError(f"the WAV has {channels} channels (1-8 are decoded)")
     if not 8000 <= rate <= 192000:
@@ -92,7 +102,13 @@ def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple
         raise AudioFormatError(f"the WAV's encoding (format {tag}, {bits} bits) is not PCM or 32-bit float")
     frame = width * channels
     frames = min(len(raw) // frame, int(MAX_SECONDS * rate))
-    raw = raw[:frames * frame]
+    return raw[:frames * frame], tag, channels, rate, bits
+
+
+def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple[np.ndarray, int]:
+    import numpy as np
+
+    width = bits // 8
     if tag == _FLOAT:
         x = np.frombuffer(raw, "<f4").astype(np.float32)
     elif width == 1:
@@ -111,7 +127,13 @@ def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple
 
 def to_pcm16k(data: bytes) -> bytes:
     """A WAV file's audio as s16le mono at the socket's rate (messages.PCM_RATE)."""
-    x, rate = decode_wav(data)
+    raw, tag, channels, rate, bits = _wav_data(data)
+    if (tag, channels, rate, bits) == (_PCM, 1, PCM_RATE, 16):
+        return raw  # already what the socket carries (WAV is little-endian, as s16le is)
+    import numpy as np
+    import soxr
+
+    x, rate = _samples(raw, tag, channels, rate, bits)
     if rate != PCM_RATE and len(x):
         x = soxr.resample(x, rate, PCM_RATE, quality="HQ")
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
