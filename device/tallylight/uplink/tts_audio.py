@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 from tallylight.errors import TallylightError
 from tallylight.uplink.messages import MAX_PCM_BYTES, PCM_RATE
 
+if TYPE_CHECKING:
+    import numpy as np
+
 MAX_SECONDS = 120.0  # a long weather report is under a minute; more is a mistake or an attack
 BLOCK_BYTES = MAX_PCM_BYTES // 2  # 0.512 s a ReplyAudio: small enough to start playing soon
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 _KSDATAFORMAT_PCM = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
-if TYPE_CHECKING:
-    import numpy as np
-
 _KSDATAFORMAT_FLOAT = b"\x03\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
 
@@ -61,13 +61,9 @@ def _chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
         pos += 8 + size + (size & 1)
 
 
-def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """float32 samples, mixed to mono, and their rate. AudioFormatError says what is wrong."""
-    return _samples(*_wav_data(data))
-
-
 def _wav_data(data: bytes) -> tuple[bytes, int, int, int, int]:
-    """The checked sample bytes (at most MAX_SECONDS, whole frames) and (tag, channels, rate, bits)."""
+    """The checked sample bytes (at most MAX_SECONDS, whole frames) and (tag, channels, rate, bits).
+    AudioFormatError says what is wrong."""
     kind = sniff(data)
     if kind != "wav":
         raise AudioFormatError(f"the speech audio is {kind}, not WAV (only WAV is decoded here)")
@@ -106,6 +102,7 @@ def _checked(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple
 
 
 def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> tuple[np.ndarray, int]:
+    """float32 samples of checked WAV data, mixed to mono, and their rate."""
     import numpy as np
 
     width = bits // 8
