@@ -151,18 +151,32 @@ def alsa_channel_map(channels: int) -> str:
 
 
 class Player:
-    """Writes audio into a pacat process from a thread, at `bytes_per_s` (0 = all at once)."""
+    """Writes audio into a pacat process from a thread, at `bytes_per_s` (0 = all at once), after
+    `lead_s` of silence that is part of `raw`. `t0` is the monotonic time the first byte was due: paced,
+    the byte at offset b is written no sooner than t0 + b / bytes_per_s, so `at(s)` tells when the
+    sample `s` seconds into the audio after the lead was said (for end-of-speech latencies)."""
 
-    def __init__(self, proc: subprocess.Popen, raw: bytes, bytes_per_s: int):
+    def __init__(self, proc: subprocess.Popen, raw: bytes, bytes_per_s: int, lead_s: float = 0.0):
         self.proc = proc
+        self.bytes_per_s = bytes_per_s
+        self.lead_s = lead_s
         self._stop = threading.Event()
+        self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._write, args=(raw, bytes_per_s), daemon=True)
         self._thread.start()
+
+    def at(self, audio_s: float) -> float:
+        """The monotonic time of the moment `audio_s` into the audio after the lead: when a person
+        talking would have said it. The 20 ms pieces go out at their first sample's time, so the bytes
+        up to that moment have all been written by then, give or take one piece."""
+        if not self.bytes_per_s:
+            raise ValueError("an unpaced player writes everything at once: it has no clock to tell")
+        return self.t0 + self.lead_s + audio_s
 
     def _write(self, raw: bytes, bytes_per_s: int) -> None:
         stdin = self.proc.stdin
         step = max(2, bytes_per_s // 50) if bytes_per_s else len(raw)  # 20 ms pieces
-        t0 = time.monotonic()
+        t0 = self.t0
         try:
             for pos in range(0, len(raw), step):
                 if self._stop.is_set():
@@ -224,7 +238,7 @@ class PulseMic:
              f"--channel-map={alsa_channel_map(self.channels)}", "--latency-msec=20"],
             stdin=subprocess.PIPE, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        player = Player(proc, raw, self.rate * self.channels * 2 if realtime else 0)
+        player = Player(proc, raw, self.rate * self.channels * 2 if realtime else 0, lead_s)
         self._players.append(player)
         return player
 

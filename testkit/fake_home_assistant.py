@@ -6,7 +6,7 @@ and the events run-start, intent-start, intent-end (speech), tts-start, tts-end 
 POST /api/tts_get_url; GET /api/tts_proxy/NAME; config/device_registry/list; and what the uplink reads for
 the names exposed to Assist: homeassistant/expose_entity/list, get_states, config/entity_registry/get_entries,
 config/area_registry/list. `behaviour` makes it
-misbehave (wrong token, silence, a close mid-run, garbage). It records everything it received.
+misbehave (wrong token, silence, a close mid-run, garbage). It records everything it received, and when.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import wave
 
 import numpy as np
@@ -49,6 +50,7 @@ class FakeHomeAssistant:
                                                      "reply.mp3": (b"ID3\x04" + b"\0" * 200, "audio/mpeg")}
         self.redirects: dict[str, str] = {}
         self.received: list[dict] = []  # every WebSocket message
+        self.received_at: list[float] = []  # time.monotonic() as each of `received` arrived (for latencies)
         self.binary: list[bytes] = []  # WebSocket binary messages (audio): must stay empty in text mode
         self.http: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
         self.port = 0
@@ -74,6 +76,11 @@ class FakeHomeAssistant:
     def runs(self) -> list[dict]:
         return [m for m in self.received if m.get("type") == "assist_pipeline/run"]
 
+    def runs_at(self) -> list[tuple[float, str]]:
+        """(time.monotonic() on arrival, the text) of each assist_pipeline/run received."""
+        return [(at, m.get("input", {}).get("text", "")) for m, at in zip(self.received, self.received_at)
+                if m.get("type") == "assist_pipeline/run"]
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if self.behaviour == "not_home_assistant":
             return web.Response(status=404, text="404: Not Found")  # a web server, but no Home Assistant
@@ -87,8 +94,10 @@ class FakeHomeAssistant:
                 continue
             if msg.type != WSMsgType.TEXT:
                 break
+            at = time.monotonic()
             obj = json.loads(msg.data)
             self.received.append(obj)
+            self.received_at.append(at)
             if not authed:
                 if obj.get("type") == "auth" and obj.get("access_token") == TOKEN:
                     authed = True

@@ -23,7 +23,7 @@ from tallylight.audio.device import (
 )
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
-from testkit.audio_rigs import file_mics, interleave, no_alsa_devices, tone
+from testkit.audio_rigs import Player, file_mics, interleave, no_alsa_devices, tone
 
 TONES = [250, 500, 1000, 2000, 3000, 4000]  # Hz, one per channel; all whole cycles in a 20 ms block
 
@@ -234,6 +234,29 @@ def test_env_does_not_leak(tmp_path):
 
 
 # --- PulseAudio null sink: paced, real-time, and a mic that can be pulled out -----------------------
+
+
+def test_a_paced_player_writes_no_byte_before_its_clock_says_it_was_said():
+    # Player.at() dates the end of speech for scripts/bench's latencies: a clock later than the bytes it
+    # dates would make them come out too short. The player writes into `cat` here, read back as it comes.
+    bps, lead = 32000, 0.1  # 16 kHz mono s16le
+    raw = bytes(int(0.7 * bps))
+    proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    before = time.monotonic()
+    player = Player(proc, raw, bps, lead_s=lead)
+    after = time.monotonic()
+    assert before <= player.t0 <= after
+    step = bps // 50  # the player's 20 ms pieces
+    got = 0
+    while chunk := proc.stdout.read1(65536):
+        arrived = time.monotonic()
+        piece_start = got // step * step  # the first byte of this read came with the piece that holds it
+        assert arrived >= player.at(piece_start / bps - lead), (got, arrived - player.t0)
+        got += len(chunk)
+    player.wait()
+    assert got == len(raw)
+    with pytest.raises(ValueError, match="no clock"):
+        Player(subprocess.Popen(["true"], stdin=subprocess.PIPE), b"", 0).at(0.0)
 
 
 def test_pulse_six_channel_capture_is_paced_and_exact(pulse_mic_rig):

@@ -5,6 +5,7 @@ line and one error PipelineEvent, within the timeout."""
 
 import asyncio
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -102,7 +103,9 @@ def test_a_sentence_goes_as_text_and_the_reply_comes_back_as_text_and_16k_pcm(tm
         ha = FakeHomeAssistant()
         await ha.start()
         async with Rig(tmp_path, ha.url) as rig:
+            before = time.monotonic()
             got = await rig.say("u1")
+            after = time.monotonic()
             kinds = [(type(m).__name__, getattr(m, "event", None)) for m in got]
             assert kinds[:3] == [("PipelineEvent", "run_start"), ("PipelineEvent", "intent_end"), ("ReplyText", None)]
             assert kinds[-3:] == [("ReplyAudioEnd", None), ("PipelineEvent", "tts_end"), ("PipelineEvent", "run_end")]
@@ -120,6 +123,10 @@ def test_a_sentence_goes_as_text_and_the_reply_comes_back_as_text_and_16k_pcm(tm
             assert runs["end_stage"] == "tts" and runs["device_id"] == "dev1"
             assert ha.received[0] == {"type": "auth", "access_token": TOKEN}
             assert ha.binary == []
+            # When each message arrived (scripts/bench times the text's arrival from it).
+            assert len(ha.received_at) == len(ha.received) and ha.received_at == sorted(ha.received_at)
+            ((at, text),) = ha.runs_at()
+            assert text == SENTENCE and before <= at <= after
             # A second sentence reuses the connection (one auth).
             await rig.say("u2", "what time is it")
             assert [m["type"] for m in ha.received].count("auth") == 1
