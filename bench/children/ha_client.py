@@ -1,6 +1,7 @@
 """Home Assistant's side of the ESPHome link for the bench: aioesphomeapi's APIClient connects to the
 uplink at 127.0.0.1:PORT, reads the device and its entities, subscribes to states and the voice
-assistant, prints one JSON line {"served_s": ...} and stays connected until stdin closes."""
+assistant, and once it has the states and the voice assistant's configuration prints one JSON line
+{"served_s": seconds from connect() to then} and stays connected until stdin closes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ async def main(port: int) -> None:
 
     api.subscribe_voice_assistant(handle_start=start, handle_stop=stop)
     await asyncio.wait_for(got.wait(), 10)
+    # Asked after the subscription on the same connection, so its answer means the uplink has taken the
+    # subscription: this client is the voice assistant's now (a stale connection it replaced is gone).
+    await api.get_voice_assistant_configuration(10)
     print(json.dumps({"served_s": time.monotonic() - t0}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await api.disconnect()
