@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Ctx, Table, pct, proc_status, register, rss_breakdown, verdict
+from bench.common import Ctx, Table, pct, proc_status, register, rss_breakdown, rss_by_mapping, verdict
 from bench.inputs import noise_pcm
 from bench.uplink_rig import HA_LINE, HA_TEXT, LOCAL_LINE, LOCAL_TEXT, Rig, text_mode_run
 
@@ -55,6 +55,7 @@ def table_uplink(ctx: Ctx) -> Table:
     hwm: list[float] = []
     served: list[float] = []
     own_served: list[float] = []
+    idle_over: dict[str, float] = {}  # the first idle uplink over its goal, by mapping
     text = recon = None
     try:
         with pulse_mic(work / "pa", rate=16000, channels=1) as mic:
@@ -81,6 +82,8 @@ def table_uplink(ctx: Ctx) -> Table:
                             up_cpu.append((c1[1] - c0[1]) / audio_s)
                             st = proc_status(rig.uplink.pid)
                             rss.append(st["VmRSS"])
+                            if st["VmRSS"] > 60 and not idle_over:
+                                idle_over.update(rss_by_mapping(rig.uplink.pid))
                             hwm.append(st["VmHWM"])
                             served.append(rig.served_s or 0.0)
                             own_served.append(rig.own_served_s or 0.0)
@@ -114,6 +117,8 @@ def table_uplink(ctx: Ctx) -> Table:
          max(served), "-", "-"],
     ]
     ok = ok_cpu and ok_rss
+    if idle_over:
+        t.block += rss_breakdown("tallylight uplink connected and idle, over its goal", idle_over, 12)
     if text is not None:
         ok &= _text_rows(t, text)
     if recon is not None:
@@ -142,7 +147,7 @@ def _text_rows(t: Table, text: dict) -> bool:
              pct(local, 95), max(local), "-", "-"],
             [f"text mode: end of speech -> text at Home Assistant ('{HA_TEXT}') ms", len(ha), pct(ha, 50), pct(ha, 95),
              max(ha), "-", "-"],
-            ["  of which: end of speech -> the daemon's log line handing the words to the uplink ms",
+            ["  of which the uplink's part: the daemon's line handing the words over -> text at Home Assistant ms",
              len(text["handed"]), pct(text["handed"], 50), pct(text["handed"], 95), max(text["handed"], default=0.0),
              "-", "-"],
             ["text mode: Home Assistant - local ms (p50s; p95s)", min(len(local), len(ha)), pct(ha, 50) - pct(local, 50),
@@ -165,7 +170,7 @@ def _text_rows(t: Table, text: dict) -> bool:
                    "clock (testkit Player.at: the moment a person talking would say it; it writes 20 ms pieces at their "
                    "first sample's time). Local = the bench read the daemon's log line "
                    f'"{LOCAL_LINE}" (logged once the pin is driven; the log has no timestamps of its own), and likewise '
-                   f'"{HA_LINE}"; Home Assistant '
+                   f'"{HA_LINE}" for the uplink\'s part; Home Assistant '
                    "= the fake's time.monotonic() as the assist_pipeline/run with the text arrived. Both clocks are this "
                    "process's; the pacat and null-sink delay is in both rows alike, so the difference is the text path's")
     if text["missed"]:

@@ -178,6 +178,15 @@ def mapped(pid: int, *packages: str) -> list[str]:
     return [p for p in packages if any(f"site-packages/{p}" in m for m in paths)]
 
 
+def heard(log: LogTail, since: float) -> str:
+    """What the daemon made of a clip, from its log: no wake word, or what it transcribed."""
+    lines = [line for at, line in list(log.lines) if at >= since]
+    said = [line.split("transcript text=", 1)[1] for line in lines if "transcript text=" in line]
+    if said:
+        return "heard " + "; ".join(repr(x) for x in said)
+    return "wake word heard, no transcript" if any("wake word=" in line for line in lines) else "no wake word"
+
+
 def reply_over(log: LogTail, since: float) -> bool:
     """The daemon's speaker has played a reply that began after `since` and is quiet now."""
     return bool(log.find("speaker done", since)) and len(log.find("speaker playing")) == len(log.find("speaker done"))
@@ -240,9 +249,9 @@ def text_mode_run(work: Path, mic, env: dict[str, str], pairs: int, times: int) 
                     out[kind].append((got[0] - end) * 1000)
                     handed = rig.daemon_log.find(HA_LINE, player.t0) if kind == "ha" else []
                     if handed:
-                        out["handed"].append((handed[0] - end) * 1000)
+                        out["handed"].append((got[0] - handed[0]) * 1000)
                 else:
-                    out["missed"].append(kind)
+                    out["missed"].append(f"{kind} ({heard(rig.daemon_log, player.t0)})")
                 # The reply plays (wake detection off meanwhile); the next clip comes a second after it ends.
                 wait_for(lambda end=end: reply_over(rig.daemon_log, end), 10, 0.02)
                 time.sleep(1.0)
