@@ -208,7 +208,7 @@ def text_mode_run(work: Path, mic, env: dict[str, str], pairs: int, times: int) 
     for kind, text in (("local", LOCAL_TEXT), ("ha", HA_TEXT)):
         pcm = wav_pcm(speech.synth(f"okay nabu, {text}", voice=voice, speed=160, lead_s=0.5, tail_s=2.0))
         clips[kind] = (pcm, speech_end_s(pcm))
-    out: dict = {"local": [], "ha": [], "handed": [], "missed": [], "rss": {}, "mapped": {}}
+    out: dict = {"local": [], "ha": [], "decided": [], "handed": [], "missed": [], "rss": {}, "mapped": {}}
     with fake_home_assistant(entities={"light.kitchen": {"name": "Kitchen Light"}}) as ha:
         ha.files["reply.wav"] = (wav_bytes(rate=16000), "audio/wav")  # as Home Assistant converts when asked
         token = work / "ha.token"
@@ -249,6 +249,7 @@ def text_mode_run(work: Path, mic, env: dict[str, str], pairs: int, times: int) 
                     out[kind].append((got[0] - end) * 1000)
                     handed = rig.daemon_log.find(HA_LINE, player.t0) if kind == "ha" else []
                     if handed:
+                        out["decided"].append((handed[0] - end) * 1000)
                         out["handed"].append((got[0] - handed[0]) * 1000)
                 else:
                     out["missed"].append(f"{kind} ({heard(rig.daemon_log, player.t0)})")
