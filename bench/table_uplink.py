@@ -28,7 +28,7 @@ def table_uplink(ctx: Ctx) -> Table:
     t = Table(11, "Home Assistant uplink: CPU and RSS connected and idle, text mode's latency, the memory after a "
                   "reply, reconnects (issue 15)",
               "daemon CPU with the uplink connected and idle <= 1.10 x without; uplink RSS <= 60 MiB, idle and after "
-              "replies; end of speech -> text at Home Assistant <= 50 ms more than -> local command (p50); back to "
+              "replies; text at Home Assistant <= 50 ms after local recognition of the same words (p50); back to "
               "served after Home Assistant's client dies or freezes <= 10 s (p95)",
               ["what", "runs", "median", "p95", "max", "goal", "result"])
     from testkit.audio_rigs import have_pulseaudio, pulse_mic
