@@ -197,7 +197,8 @@ def text_mode_run(work: Path, mic, env: dict[str, str], pairs: int, times: int) 
     "okay nabu, turn on the light" (a local command) and "okay nabu, turn on the kitchen light" (text for
     Home Assistant) played in turn into the mic, `pairs` times each. Per clip the milliseconds from the end
     of its speech to the daemon's "command 'light_on'" line being read, or to the text's arrival at Home
-    Assistant; and the uplink's memory idle, after replies as 16 kHz WAV (passed through) in the first
+    Assistant (and, for those, to the daemon's line handing the words over, and from it to the arrival);
+    and the uplink's memory idle, after replies as 16 kHz WAV (passed through) in the first
     half, and after replies as 22.05 kHz WAV (converted with numpy and soxr) in the second. Then, on the same
     processes, reconnect_runs(rig, times)."""
     from testkit import speech
