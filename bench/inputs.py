@@ -56,16 +56,6 @@ def write_wav(path: Path, pcm: bytes) -> Path:
     return path
 
 
-def speech_end_s(pcm: bytes, rel: float = 0.02) -> float:
-    """Where speech ends in a clean synthetic clip: the end of the last 10 ms frame whose RMS is
-    above `rel` of the loudest frame's (-34 dB; espeak-ng's pauses and tails are digital silence)."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    n = len(x) // FRAME_10MS
-    rms = np.sqrt((x[: n * FRAME_10MS].reshape(n, FRAME_10MS) ** 2).mean(axis=1))
-    loud = np.nonzero(rms > rel * rms.max())[0]
-    return (int(loud[-1]) + 1) * FRAME_10MS / RATE
-
-
 def silence_pcm(seconds: float) -> bytes:
     return bytes(int(seconds * RATE) * 2)
 

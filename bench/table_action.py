@@ -16,11 +16,11 @@ from bench.inputs import (
     command_clips,
     english_vosk_model,
     silence_pcm,
-    speech_end_s,
     wav_pcm,
 )
 from tallylight import config as C
 from tallylight.pcm import BYTES_PER_SECOND, block_bytes
+from testkit.speech import speech_end_s
 
 
 class TimedConsumer:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from bench.common import Ctx, Table, pct, register
-from bench.inputs import FRAME_10MS, VOICES, base_config, speech_end_s, wav_pcm
+from bench.inputs import FRAME_10MS, VOICES, base_config, wav_pcm
 from tallylight.pcm import BYTES_PER_SECOND
 from testkit import speech
+from testkit.speech import speech_end_s
 
 
 def raw_wake_time(pcm: bytes) -> float | None:

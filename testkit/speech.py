@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import uuid
 import wave
+from array import array
 from pathlib import Path
 
 RATE = 16000
@@ -124,6 +125,20 @@ def silence(seconds: float, rate: int = RATE, channels: int = 1) -> Path:
 def duration(path: Path) -> float:
     with wave.open(str(path), "rb") as w:
         return w.getnframes() / w.getframerate()
+
+
+def speech_end_s(pcm_bytes: bytes, rel: float = 0.02) -> float:
+    """Where speech ends in a clean synthetic clip: the end of the last 10 ms frame whose RMS is above
+    `rel` of the loudest frame's (-34 dB; espeak-ng's pauses and tails are digital silence). 0.0 for
+    a silent clip."""
+    x = array("h", pcm_bytes[: len(pcm_bytes) - len(pcm_bytes) % 2])
+    frame = RATE // 100  # 10 ms
+    power = [sum(v * v for v in x[i : i + frame]) for i in range(0, len(x) - frame + 1, frame)]
+    loudest = max(power, default=0)
+    if loudest == 0:
+        return 0.0
+    last = max(i for i, p in enumerate(power) if p > rel * rel * loudest)  # RMS ratio, squared
+    return (last + 1) * frame / RATE
 
 
 def pcm(path: Path) -> bytes:

@@ -45,3 +45,14 @@ def test_noise_is_really_mixed_in(synth, tmp_path, monkeypatch):
 def test_the_cache_key_holds_the_tool_versions(synth):
     versions = speech.tool_versions()
     assert "eSpeak NG" in versions and "SoX" in versions
+
+
+def test_speech_end_is_where_the_words_stop(synth):
+    """The measurements time endpointing from speech_end_s: silence added after the words does not
+    move it, cutting the last word moves it back, and a silent clip has no speech at all."""
+    short = speech.pcm(synth("turn on the light", lead_s=0.5, tail_s=0.0))
+    long = speech.pcm(synth("turn on the light", lead_s=0.5, tail_s=1.5))
+    end = speech.speech_end_s(long)
+    assert 0.5 + 0.5 < end == speech.speech_end_s(short) < len(short) / 32000
+    assert speech.speech_end_s(long[: int((end - 0.2) * 32000)]) <= end - 0.2
+    assert speech.speech_end_s(bytes(32000)) == 0.0
