@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import ROOT, proc_status, rss_by_mapping, wait_for
 from bench.daemon_runs import RUN_CONFIG
-from bench.inputs import LED_PIN, MUTE_PIN, speech_end_s, wav_pcm
+from bench.inputs import LED_PIN, MUTE_PIN, wav_pcm
 
 HA_SECTION = """
 [home_assistant]
@@ -208,7 +208,7 @@ def text_mode_run(work: Path, mic, env: dict[str, str], pairs: int, times: int) 
     clips = {}
     for kind, text in (("local", LOCAL_TEXT), ("ha", HA_TEXT)):
         pcm = wav_pcm(speech.synth(f"okay nabu, {text}", voice=voice, speed=160, lead_s=0.5, tail_s=2.0))
-        clips[kind] = (pcm, speech_end_s(pcm))
+        clips[kind] = (pcm, speech.speech_end_s(pcm))
     out: dict = {"local": [], "ha": [], "decided": [], "handed": [], "missed": [], "rss": {}, "mapped": {}}
     with fake_home_assistant(entities={"light.kitchen": {"name": "Kitchen Light"}}) as ha:
         ha.files["reply.wav"] = (wav_bytes(rate=16000), "audio/wav")  # as Home Assistant converts when asked
