@@ -21,7 +21,8 @@ import pytest
 import soxr
 
 from tallylight.config import ReplyConfig, WakeConfig
-from tallylight.reply import SOUNDS, TONE_RATE, Speaker, make_sounds, render
+from tallylight.reply import SOUNDS, TONE_RATE, Speaker, make_sounds
+from tallylight.reply_template import render
 
 WAKE_REPLY = "okay nabu, the light is on"
 

@@ -90,14 +90,16 @@ def test_what_home_assistant_sends_when_asked_passes_through_byte_for_byte():
     assert len(tts_audio.to_pcm16k(long)) == int(tts_audio.MAX_SECONDS * 16000) * 2
 
 
-def test_the_uplink_loads_no_numpy_until_a_reply_needs_converting():
+def test_the_uplink_loads_no_numpy_until_a_reply_needs_converting(repo):
     """numpy and soxr are about 18 MiB of the uplink's memory (scripts/bench table 11): the uplink's
-    modules do not import them, and a reply Home Assistant converted as asked does not either."""
+    modules, and the config it loads (with its checks), do not import them, and a reply Home Assistant
+    converted as asked does not either."""
     import subprocess
     import sys
 
     code = ("import sys, struct\n"
             "import tallylight.uplink.main, tallylight.uplink.mdns\n"
+            f"from tallylight import config; config.load({str(repo / 'config' / 'tallylight.toml')!r})\n"
             "from tallylight.uplink import tts_audio\n"
             "pcm = bytes(3200)\n"
             "fmt = struct.pack('<HHIIHH', 1, 1, 16000, 32000, 2, 16)\n"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tallylight.errors import HardwareError, TallylightError
-from tallylight.reply import render
+from tallylight.reply_template import render
 from tallylight.speech.command_draft import CommandDraft, Option
 from tallylight.speech.command_types import TIMER_UNIT_SLOTS, FrozenMap, template_fields
 from tallylight.speech.phrase import required_slots

@@ -34,6 +34,7 @@ import numpy as np
 
 from tallylight.echo import to_16k
 from tallylight.pcm import RATE
+from tallylight.reply_template import render
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +46,7 @@ MAX_REPLY_CHARS = 400
 # How long after the last sample the speaker stays "speaking": room echo and the device's own latency.
 DEFAULT_TAIL_S = 0.3
 
-_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def render(template: str, fields: Mapping[str, Any]) -> str:
-    """Fill `{name}` fields of a reply template from `fields`.
-
-    Only plain `{name}` is understood (no `{a.b}`, `{a[0]}`, `{a!r}` or format specs: a template
-    comes from a config file and must not reach into Python objects the way str.format can).
-    An unknown or malformed field is left out with a warning; `{{` and `}}` give literal braces.
-    """
-
-    def fill(m: re.Match) -> str:
-        token = m.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
-        name = m.group(1)
-        if name.isidentifier() and name in fields:
-            value = fields[name]
-            return "" if value is None else str(value)
-        log.warning("reply template %r: no field {%s}; left out", template, name)
-        return ""
-
-    text = _FIELD.sub(fill, template)
-    # A left-out field leaves a double space or a space before punctuation.
-    text = re.sub(r"[ \t]{2,}", " ", text)
-    text = re.sub(r" +([.,!?;:])", r"\1", text)
-    return text.strip()
 
 
 def _tone(freqs_ms: Sequence[tuple[float, float]], amplitude: float = 0.3) -> bytes:
