@@ -381,8 +381,12 @@ def test_with_no_mic_the_log_never_says_recovered(tmp_path, clips, caplog):
         rc, daemon, mic, probe, states = _run_with(tmp_path, NoMic, clips["silence"], until=_backed_off_twice)
     said = [r.getMessage() for r in caplog.records]
     assert "error" in states and mic.opens == 0
-    assert not [m for m in said if m.startswith("recovered")], said
-    assert any(m.startswith("error cleared: opening the microphone again") for m in said), said
+    # Neither the log (its lines of state changes included) nor the ledger the owner reads says so.
+    assert not [m for m in said if "recovered" in m], said
+    reasons = [e.get("reason", "") for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl")]
+    assert not [r for r in reasons if "recovered" in r], reasons
+    assert "retrying after the error" in reasons, reasons
+    assert any(m.startswith("retrying after the error: opening the microphone again") for m in said), said
 
 
 def test_after_a_mic_loss_the_log_says_recovered_once_it_reads_again(tmp_path, clips, caplog):

@@ -373,7 +373,7 @@ class Daemon:
                     self.notifier.status(f"error: {ev.reason}")
                 elif ev.state == State.LISTENING.value:
                     # Not recovered yet: the microphone may well fail to open again (it is unplugged).
-                    _LOG.info("error cleared: opening the microphone again")
+                    _LOG.info("retrying after the error: opening the microphone again")
                     self._reopening = True
                 else:
                     _LOG.info("recovered: %s", ev.state)
