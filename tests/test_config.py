@@ -262,6 +262,36 @@ def test_check_with_a_key_names_it_and_follows_the_ledger_as_run_does(tmp_path):
                                                                                        at_start="last")[1]
 
 
+def test_check_beside_a_running_daemon_says_it_runs_not_how_it_would_start(tmp_path):
+    """While `run` holds the state directory, its ledger has no stop entry yet: check said "the last
+    stop was not clean (a crash or a power cut)" about a daemon that was running fine."""
+    import os
+
+    from tallylight.ledger import Ledger
+    from tallylight.statedir import StateDirLock, running_pid
+
+    cfg, _ = _gpio_line(tmp_path, control="key", key="space", at_start="last")
+    cfg.state_dir.mkdir(parents=True)
+    led = Ledger(cfg.state_dir / "ledger.jsonl")
+    led.append("start", version="test", pid=os.getpid())
+    led.append("state", state="listening", reason="mute control")
+    led.close()
+    lock = StateDirLock(cfg.state_dir)
+    lock.acquire()
+    try:
+        line = _gpio_line(tmp_path, control="key", key="space", at_start="last")[1]
+        assert f"`tallylight run` is running now (pid {os.getpid()})" in line, line
+        assert "not clean" not in line
+        second = StateDirLock(cfg.state_dir)  # check took nothing: the lock is still the daemon's alone
+        with pytest.raises(Exception, match="already using"):
+            second.acquire()
+    finally:
+        lock.release()
+    assert running_pid(cfg.state_dir) is None
+    assert "run starts muted (the last stop was not clean" in _gpio_line(tmp_path, control="key", key="space",
+                                                                          at_start="last")[1]
+
+
 @pytest.mark.parametrize("mode, says", [("text", "text mode: only the words"), ("audio", "AUDIO mode: after the wake word")])
 def test_check_says_what_leaves_the_device_for_each_home_assistant_mode(tmp_path, mode, says):
     import os

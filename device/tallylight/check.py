@@ -118,7 +118,11 @@ def _start_state(cfg: Config, physical: bool) -> str:
     """What `tallylight run` would start in now, by the same rule it uses (restart.start_state)."""
     from tallylight import ledger
     from tallylight.restart import VOICE_MUTE_FILE, start_state
+    from tallylight.statedir import running_pid
 
+    pid = running_pid(cfg.state_dir)
+    if pid is not None:  # how it would start says nothing now: the ledger's last entry is its present
+        return f"`tallylight run` is running now (pid {pid}): `tallylight ledger` shows its state"
     if physical and (cfg.state_dir / VOICE_MUTE_FILE).exists():
         return "run starts muted (\"stop listening\" is kept until the mute control opens the mic)"
     try:
