@@ -307,3 +307,31 @@ def test_check_says_what_leaves_the_device_for_each_home_assistant_mode(tmp_path
 def test_home_assistant_mode_is_text_or_audio(tmp_path):
     with pytest.raises(ConfigError, match="home_assistant.mode"):
         config.from_dict({"home_assistant": {"mode": "video"}})
+
+
+def test_check_notes_which_built_in_commands_a_config_of_its_own_commands_leaves_out(repo, tmp_path):
+    """One [commands.X] table added to config/laptop.toml replaced all nine built-in commands, "stop"
+    and "stop listening" among them, and check said only "with 1 commands"."""
+    import io
+
+    from tallylight.check import run_checks
+
+    laptop = (repo / "config" / "laptop.toml").read_text()
+    mine = tmp_path / "mine.toml"
+    mine.write_text(laptop + f'\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n[reply]\nenabled = false\nsounds = false\n'
+                    '\n[commands.hello]\nphrases = ["what time is it now"]\naction = "time"\n')
+    out = io.StringIO()
+    run_checks(config.load(mine), out)
+    lines = out.getvalue().splitlines()
+    note = [ln for ln in lines if ln.startswith("  note     commands:")]
+    assert len(note) == 1, lines
+    assert "replace the built-in commands" in note[0] and "stop, mute" in note[0] and "config/tallylight.toml" in note[0]
+    assert any("with 1 command, all" in ln for ln in lines), lines
+    # The shipped config has all the built-in commands: nothing to say.
+    shipped = tmp_path / "shipped.toml"
+    text = (repo / "config" / "tallylight.toml").read_text()
+    shipped.write_text(text.replace('pin_factory = "auto"', 'pin_factory = "mock"', 1).replace(
+        'state_dir = ""', f'state_dir = "{tmp_path / "state"}"', 1))
+    out = io.StringIO()
+    run_checks(config.load(shipped), out)
+    assert "note     commands:" not in out.getvalue(), out.getvalue()
