@@ -34,6 +34,13 @@ from tallylight.errors import SwitchError
 log = logging.getLogger(__name__)
 
 
+def spoken_name(cfg: MuteConfig) -> str:
+    """What opens the mic again, as the mute reply says it: "the mute switch", "the space bar"."""
+    if cfg.control == "key":
+        return "the space bar" if cfg.key == "space" else f"the {cfg.key} key"
+    return f"the mute {cfg.control}"
+
+
 class MuteControl:
     """The physical mute control. Debounced in our own code (gpiozero mock pins ignore bounce_time).
 
