@@ -242,7 +242,7 @@ def _gpio_line(tmp_path, **mute):
 def test_check_on_simulated_pins_says_there_is_no_control_and_that_run_listens(tmp_path):
     _, line = _gpio_line(tmp_path, control="button")
     assert "simulated pins: no mute control" in line and 'mute.control = "key"' in line
-    assert "run starts listening (simulated pins have no mute button to press)" in line
+    assert "run starts listening (simulated pins have no mute control to press)" in line
     assert "reads" not in line
 
 

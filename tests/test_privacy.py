@@ -720,6 +720,23 @@ def test_simulated_pins_do_not_keep_a_voice_mute_nobody_could_end(tmp_path):
     assert not (tmp_path / "voice-muted").exists()
 
 
+@pytest.mark.parametrize("control", ["switch", "button"])
+def test_simulated_pins_ledger_no_move_of_a_mute_control_they_do_not_have(tmp_path, control):
+    """gpio.pin_factory = "mock" with the default switch: the ledger said "MUTED (a mute switch opens
+    the mic once it is read at listening)", then "LISTENING (mute control)", a move no control made
+    (and `check` said run starts muted)."""
+    from tallylight.check import _check_gpio
+
+    cfg = replace(make_cfg(tmp_path), gpio=C.GpioConfig(pin_factory="mock"),
+                  mute=C.MuteConfig(control=control, pin=MUTE_PIN, debounce_ms=0), indicator=C.IndicatorConfig(kind="terminal"))
+    assert "run starts listening (simulated pins have no mute control to press)" in _check_gpio(cfg)
+    daemon, mic = _start(cfg, factory=None)  # QuietMic stops it after 20 reads
+    assert mic.opens == 1 and mic.reads > 0
+    states = [(e["state"], e["reason"]) for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    assert states[0] == ("listening", "at start: simulated pins have no mute control to press"), states
+    assert not [s for s in states if s[1] == "mute control"], states
+
+
 class LedgerFullAtCaptureProbe(Probe):
     """The disk fills while a capture is open: the debug recording's ledger entry is the write that fails."""
 
