@@ -58,3 +58,14 @@ def test_docs_pages_have_real_titles(repo):
     for page in sorted((repo / "docs").glob("*.md")):
         first = page.read_text().splitlines()[0]
         assert first.startswith("# ") and "notes" not in first.lower() and "readme" not in first.lower(), (page.name, first)
+
+
+def test_the_quick_start_gives_commands_that_exist_in_a_clone(repo):
+    """A newcomer types what the quick start says: `tallylight ledger --html ...` was "command not
+    found" in a clone, where the command is .venv/bin/tallylight (scripts/setup.sh makes it there)."""
+    text = (repo / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [c for c in re.findall(r"`([^`]+)`", text.replace("\n", " ")) if re.match(r"(\S*/)?tallylight ", c)]
+    assert commands, "the quick start gives no tallylight command"
+    assert all(c.startswith(".venv/bin/tallylight ") for c in commands), commands
+    setup = (repo / "scripts" / "setup.sh").read_text()
+    assert 'TL_VENV="$TL_ROOT/.venv"' in setup, "scripts/setup.sh no longer makes the .venv the README names"
