@@ -295,7 +295,6 @@ def test_the_docs_way_to_look_a_word_up_in_cmudict_works_in_a_clone(repo, tmp_pa
     """docs/commands.md's lookup ran `python`, which on Debian is absent or lacks pocketsphinx (it is in
     the clone's .venv): the command printed nothing. Run it as written, in a clone-like folder whose
     .venv is this one, with only the system's programs on PATH."""
-    import os
     import re
     import subprocess
     import sys

@@ -5,9 +5,10 @@ This module is the hand on the button: each press of the key (the space bar by d
 simulated mute button, held a little longer than mute.debounce_ms and then released, as a finger
 would press a real one; a finger that sees nothing happen holds on, and so does this one, until the
 mute control has looked at the line (the audio loop can be busy for longer than a press lasts, just
-after a "stop listening" for one, and a press it never saw held would be lost). So the mute control (hardware/mute.py, the debounce and the latch) and
-the gate see a button and treat it as the physical control: a press mutes at once, a press unmutes, a
-"stop listening" holds until a press, also across restarts. Nothing else can unmute: the key is read
+after a "stop listening" for one, and a press it never saw held would be lost). So the mute control
+(hardware/mute.py, the debounce and the latch) and the gate see a button and treat it as the
+physical control: a press mutes at once, a press unmutes, a "stop listening" holds until a press,
+also across restarts. Nothing else can unmute: the key is read
 from the controlling terminal only, never from the network or a file.
 
 It needs a terminal: started without one (a service, a pipe), it refuses in one line.
