@@ -107,8 +107,14 @@ def test_the_space_bar_mutes_and_unmutes_and_ends_stop_listening(tmp_path, synth
             term.press()  # and open again
             assert term.wait_for("microphone open", count=2), term.text
             # "stop listening" mutes; only the key ends it.
-            mic.play(speech.pcm(synth("okay nabu, stop listening", lead_s=0.5, tail_s=1.5))).wait(30)
-            assert term.wait_for("intent name=mute", timeout=30), term.text
+            # Said again if it was misheard, as a person would (seen on a loaded machine: "stop the"):
+            # what is tested here is the mute and the key, not the recognizer.
+            clip = speech.pcm(synth("okay nabu, stop listening", lead_s=0.5, tail_s=1.5))
+            for _ in range(3):
+                mic.play(clip).wait(30)
+                if term.wait_for("intent name=mute", timeout=15):
+                    break
+            assert "intent name=mute" in term.text, term.text
             # The reply names the key, not a mute switch this laptop does not have.
             assert term.wait_for("reply: Okay, I've stopped listening. Use the space bar to turn me back on."), term.text
             assert term.wait_for("light: MUTED", count=3), term.text
