@@ -159,7 +159,30 @@ def test_stop_and_mute_only_tell_the_daemon(runner):
     stop = runner.perform(Match(Command("stop", "stop")))
     assert stop.ok and stop.stop and not stop.mute and stop.reply is None
     mute = runner.perform(Match(Command("mute", "mute")))
-    assert mute.ok and mute.mute and not mute.stop and mute.reply == MUTE_REPLY
+    assert mute.ok and mute.mute and not mute.stop and mute.reply == MUTE_REPLY.format(control="the mute control")
+
+
+@pytest.mark.parametrize("mute, says", [
+    ({"control": "switch"}, "the mute switch"),
+    ({"control": "button"}, "the mute button"),
+    ({"control": "key", "key": "space"}, "the space bar"),
+    ({"control": "key", "key": "m"}, "the m key"),
+])
+def test_the_mute_reply_names_the_control_that_opens_the_mic_again(mute, says):
+    """The default "stop listening" reply said "Use the mute switch" on a laptop, where the space bar
+    is the control, and on a ReSpeaker HAT, where it is a button."""
+    from tallylight import config as C
+    from tallylight.hardware.mute import spoken_name
+    from tallylight.speech.commands import default_commands
+    from tallylight.speech.grammar import Grammar
+
+    cfg = C.from_dict({"gpio": {"pin_factory": "mock"}, "mute": mute})
+    runner = ActionRunner(cfg.actions, mute_control=spoken_name(cfg.mute))
+    try:
+        result = runner.perform(Grammar(default_commands()).match("stop listening"))
+    finally:
+        runner.close()
+    assert result.mute and result.reply == f"Okay, I've stopped listening. Use {says} to turn me back on."
 
 
 def test_unknown_action_is_refused(runner):

@@ -289,3 +289,20 @@ def test_each_reply_field_docs_commands_md_names_is_accepted(action, options, re
 def test_a_reply_field_the_action_does_not_give_is_still_refused():
     with pytest.raises(ConfigError, match="output"):
         parse_commands({"x": {"phrases": ["do the thing"], "action": "time", "reply": "{output}"}}, "t")
+
+
+def test_the_docs_way_to_look_a_word_up_in_cmudict_works_in_a_clone(repo, tmp_path):
+    """docs/commands.md's lookup ran `python`, which on Debian is absent or lacks pocketsphinx (it is in
+    the clone's .venv): the command printed nothing. Run it as written, in a clone-like folder whose
+    .venv is this one, with only the system's programs on PATH."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (repo / "docs" / "commands.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", doc, re.S) if "^zorro " in b]
+    assert len(blocks) == 1, "docs/commands.md has no ```sh block with the cmudict lookup"
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    r = subprocess.run(["bash", "-c", blocks[0]], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.stdout.split("\n")[0] == "zorro Z AO R OW", (r.stdout, r.stderr)

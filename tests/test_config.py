@@ -242,7 +242,7 @@ def _gpio_line(tmp_path, **mute):
 def test_check_on_simulated_pins_says_there_is_no_control_and_that_run_listens(tmp_path):
     _, line = _gpio_line(tmp_path, control="button")
     assert "simulated pins: no mute control" in line and 'mute.control = "key"' in line
-    assert "run starts listening (simulated pins have no mute button to press)" in line
+    assert "run starts listening (simulated pins have no mute control to press)" in line
     assert "reads" not in line
 
 
@@ -262,6 +262,36 @@ def test_check_with_a_key_names_it_and_follows_the_ledger_as_run_does(tmp_path):
                                                                                        at_start="last")[1]
 
 
+def test_check_beside_a_running_daemon_says_it_runs_not_how_it_would_start(tmp_path):
+    """While `run` holds the state directory, its ledger has no stop entry yet: check said "the last
+    stop was not clean (a crash or a power cut)" about a daemon that was running fine."""
+    import os
+
+    from tallylight.ledger import Ledger
+    from tallylight.statedir import StateDirLock, running_pid
+
+    cfg, _ = _gpio_line(tmp_path, control="key", key="space", at_start="last")
+    cfg.state_dir.mkdir(parents=True)
+    led = Ledger(cfg.state_dir / "ledger.jsonl")
+    led.append("start", version="test", pid=os.getpid())
+    led.append("state", state="listening", reason="mute control")
+    led.close()
+    lock = StateDirLock(cfg.state_dir)
+    lock.acquire()
+    try:
+        line = _gpio_line(tmp_path, control="key", key="space", at_start="last")[1]
+        assert f"`tallylight run` is running now (pid {os.getpid()})" in line, line
+        assert "not clean" not in line
+        second = StateDirLock(cfg.state_dir)  # check took nothing: the lock is still the daemon's alone
+        with pytest.raises(Exception, match="already using"):
+            second.acquire()
+    finally:
+        lock.release()
+    assert running_pid(cfg.state_dir) is None
+    assert "run starts muted (the last stop was not clean" in _gpio_line(tmp_path, control="key", key="space",
+                                                                          at_start="last")[1]
+
+
 @pytest.mark.parametrize("mode, says", [("text", "text mode: only the words"), ("audio", "AUDIO mode: after the wake word")])
 def test_check_says_what_leaves_the_device_for_each_home_assistant_mode(tmp_path, mode, says):
     import os
@@ -277,3 +307,31 @@ def test_check_says_what_leaves_the_device_for_each_home_assistant_mode(tmp_path
 def test_home_assistant_mode_is_text_or_audio(tmp_path):
     with pytest.raises(ConfigError, match="home_assistant.mode"):
         config.from_dict({"home_assistant": {"mode": "video"}})
+
+
+def test_check_notes_which_built_in_commands_a_config_of_its_own_commands_leaves_out(repo, tmp_path):
+    """One [commands.X] table added to config/laptop.toml replaced all nine built-in commands, "stop"
+    and "stop listening" among them, and check said only "with 1 commands"."""
+    import io
+
+    from tallylight.check import run_checks
+
+    laptop = (repo / "config" / "laptop.toml").read_text()
+    mine = tmp_path / "mine.toml"
+    mine.write_text(laptop + f'\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n[reply]\nenabled = false\nsounds = false\n'
+                    '\n[commands.hello]\nphrases = ["what time is it now"]\naction = "time"\n')
+    out = io.StringIO()
+    run_checks(config.load(mine), out)
+    lines = out.getvalue().splitlines()
+    note = [ln for ln in lines if ln.startswith("  note     commands:")]
+    assert len(note) == 1, lines
+    assert "replace the built-in commands" in note[0] and "stop, mute" in note[0] and "config/tallylight.toml" in note[0]
+    assert any("with 1 command, all" in ln for ln in lines), lines
+    # The shipped config has all the built-in commands: nothing to say.
+    shipped = tmp_path / "shipped.toml"
+    text = (repo / "config" / "tallylight.toml").read_text()
+    shipped.write_text(text.replace('pin_factory = "auto"', 'pin_factory = "mock"', 1).replace(
+        'state_dir = ""', f'state_dir = "{tmp_path / "state"}"', 1))
+    out = io.StringIO()
+    run_checks(config.load(shipped), out)
+    assert "note     commands:" not in out.getvalue(), out.getvalue()

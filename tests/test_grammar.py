@@ -52,7 +52,7 @@ def test_every_default_phrase_parses_back(grammar):
         m = grammar.match(text)
         assert m is not None, text
         assert (m.command.name, dict(m.slots)) == (name, slots), text
-        m.reply_text({"time": "noon", "duration": "five minutes", "volume": "fifty"})
+        m.reply_text({"time": "noon", "duration": "five minutes", "volume": "fifty", "control": "the mute switch"})
 
 
 def test_defaults_are_accepted_by_pocketsphinx_and_use_only_its_dictionary_words(grammar, decoder):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import sys
 import termios
@@ -81,7 +82,13 @@ class Terminal:
         return [line.strip() for line in self.text.splitlines() if "light:" in line]
 
 
-def test_the_space_bar_mutes_and_unmutes_and_ends_stop_listening(tmp_path, synth):
+def _readme_laptop_light_line(repo) -> str:
+    """The light's line that the README's "Try it on a laptop" quotes."""
+    text = (repo / "README.md").read_text().split("**Try it on a laptop**", 1)[1].split("\n\n", 3)[2]
+    return re.search(r"`(\[tallylight\] light: [^`]*)`", text.replace("\n", " ")).group(1)
+
+
+def test_the_space_bar_mutes_and_unmutes_and_ends_stop_listening(tmp_path, synth, repo):
     cfg = tmp_path / "t.toml"
     cfg.write_text(CONFIG.format(state=tmp_path / "state"))
     with pulse_mic(tmp_path / "pa", rate=16000, channels=1, apply=False) as mic:
@@ -90,6 +97,7 @@ def test_the_space_bar_mutes_and_unmutes_and_ends_stop_listening(tmp_path, synth
             # A button's first start is muted; the light line says which key opens the mic.
             assert term.wait_for("light: MUTED"), term.text
             assert "[press space to mute or unmute]" in term.lights()[-1], term.lights()
+            assert term.lights()[-1] == _readme_laptop_light_line(repo), "the README quotes another line"
             term.press()
             assert term.wait_for("microphone open"), term.text
             assert "LISTENING" in term.lights()[-1]
@@ -99,8 +107,16 @@ def test_the_space_bar_mutes_and_unmutes_and_ends_stop_listening(tmp_path, synth
             term.press()  # and open again
             assert term.wait_for("microphone open", count=2), term.text
             # "stop listening" mutes; only the key ends it.
-            mic.play(speech.pcm(synth("okay nabu, stop listening", lead_s=0.5, tail_s=1.5))).wait(30)
-            assert term.wait_for("intent name=mute", timeout=30), term.text
+            # Said again if it was misheard, as a person would (seen on a loaded machine: "stop the"):
+            # what is tested here is the mute and the key, not the recognizer.
+            clip = speech.pcm(synth("okay nabu, stop listening", lead_s=0.5, tail_s=1.5))
+            for _ in range(3):
+                mic.play(clip).wait(30)
+                if term.wait_for("intent name=mute", timeout=15):
+                    break
+            assert "intent name=mute" in term.text, term.text
+            # The reply names the key, not a mute switch this laptop does not have.
+            assert term.wait_for("reply: Okay, I've stopped listening. Use the space bar to turn me back on."), term.text
             assert term.wait_for("light: MUTED", count=3), term.text
             term.press()
             assert term.wait_for("microphone open", count=3), term.text
@@ -169,3 +185,51 @@ def test_time_of_a_press_is_long_enough_to_unmute():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_press_the_busy_loop_did_not_see_yet_is_held_until_it_does():
+    """Just after "stop listening" the audio loop is busy (the capture's end, the ledger's fsyncs) for
+    longer than a press lasts: the key let go before the mute control read the line held, and the press
+    that was to open the mic was lost (seen in test_the_space_bar_... on a loaded machine)."""
+    from gpiozero.pins.mock import MockFactory
+
+    from tallylight.config import MuteConfig
+    from tallylight.hardware.keyboard import KeyButton
+    from tallylight.hardware.mute import MuteControl
+
+    factory = MockFactory()
+    control = MuteControl(MuteConfig(control="key", pin=17, debounce_ms=30), pin_factory=factory, initially_muted=False)
+    control.force_muted()  # "stop listening"
+    pin = factory.pin(17)
+    master, slave = pty.openpty()
+    try:
+        with open(slave, closefd=False) as tty_in:
+            button = KeyButton(pin, "space", hold_s=0.1, stdin=tty_in, polls=lambda: control.polls)
+            try:
+                os.write(master, b" ")
+                assert _wait(lambda: pin.state == 0, 10), "the key did not press the button"
+                # The loop is busy: nobody reads the line. The old key let go after 0.1 s.
+                assert not _wait(lambda: pin.state == 1, 1.0), "the key let go before the control read the line"
+                assert control.poll() is False, "the press did not unmute"
+                assert _wait(lambda: pin.state == 1, 10), "the key never let go"
+                assert control.poll() is None
+                # The next press mutes on its first edge, as always.
+                os.write(master, b" ")
+                assert _wait(lambda: button.presses == 2 and pin.state == 0, 10)
+                assert control.poll() is True
+            finally:
+                button.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+        control.close()
+        factory.close()
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True

@@ -48,7 +48,7 @@ def known_ledger(path: Path) -> Path:
     at(clock, "10:00:00")
     led.append("state", state="capturing", **{"from": "listening"}, reason="wake word", previous_s=7199.0)
     at(clock, "10:00:03")
-    led.append("capture", duration_s=3.0, handed_to="recognizer", end="speech_end")
+    led.append("capture", duration_s=3.0, handed_to="pocketsphinx", end="end")
     led.append("state", state="listening", **{"from": "capturing"}, reason="capture handed over", previous_s=3.0)
     at(clock, "14:00:00")
     led.append("state", state="muted", **{"from": "listening"}, reason="mute control", previous_s=14397.0)
@@ -92,7 +92,16 @@ def test_segments_follow_the_ledger(tmp_path, utc):
     assert ("off", "30 18:00:00", "01 07:00:00") in simple, "between a stop and the next start the mic was closed"
     assert simple[-1] == ("muted", "01 20:00:00", "01 22:00:00"), "the last state lasts until the page is made"
     assert [(t.kind, t.duration_s, t.handed_to, t.nbytes) for t in transfers] == [
-        ("capture", 3.0, "recognizer", None), ("upload", 2.0, "homeassistant.local", 64000)]
+        ("capture", 3.0, "pocketsphinx", None), ("upload", 2.0, "homeassistant.local", 64000)]
+    # How each ended, in words: the ledger's codes ("early", "end") meant nothing to an owner.
+    assert [t.how for t in transfers] == ["speech ended", ""]
+
+
+def test_the_text_ledger_says_how_a_capture_ended_in_words():
+    line = L.describe({"time": "2026-12-04T19:07:55.558", "event": "capture", "duration_s": 3.5,
+                       "handed_to": "pocketsphinx", "end": "early"})
+    assert line.endswith("handed to pocketsphinx and wiped (command recognized)"), line
+    assert L.describe({"event": "capture", "end": "some_new_code"}).endswith("(some_new_code)")
 
 
 def test_a_crash_shows_the_mic_closed_from_the_last_entry_to_the_next_start(tmp_path, utc):

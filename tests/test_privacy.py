@@ -381,8 +381,12 @@ def test_with_no_mic_the_log_never_says_recovered(tmp_path, clips, caplog):
         rc, daemon, mic, probe, states = _run_with(tmp_path, NoMic, clips["silence"], until=_backed_off_twice)
     said = [r.getMessage() for r in caplog.records]
     assert "error" in states and mic.opens == 0
-    assert not [m for m in said if m.startswith("recovered")], said
-    assert any(m.startswith("error cleared: opening the microphone again") for m in said), said
+    # Neither the log (its lines of state changes included) nor the ledger the owner reads says so.
+    assert not [m for m in said if "recovered" in m], said
+    reasons = [e.get("reason", "") for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl")]
+    assert not [r for r in reasons if "recovered" in r], reasons
+    assert "retrying after the error" in reasons, reasons
+    assert any(m.startswith("retrying after the error: opening the microphone again") for m in said), said
 
 
 def test_after_a_mic_loss_the_log_says_recovered_once_it_reads_again(tmp_path, clips, caplog):
@@ -714,6 +718,23 @@ def test_simulated_pins_do_not_keep_a_voice_mute_nobody_could_end(tmp_path):
     daemon, mic = _start(cfg, factory=None)  # QuietMic stops it after 20 reads
     assert mic.opens == 1 and mic.reads > 0
     assert not (tmp_path / "voice-muted").exists()
+
+
+@pytest.mark.parametrize("control", ["switch", "button"])
+def test_simulated_pins_ledger_no_move_of_a_mute_control_they_do_not_have(tmp_path, control):
+    """gpio.pin_factory = "mock" with the default switch: the ledger said "MUTED (a mute switch opens
+    the mic once it is read at listening)", then "LISTENING (mute control)", a move no control made
+    (and `check` said run starts muted)."""
+    from tallylight.check import _check_gpio
+
+    cfg = replace(make_cfg(tmp_path), gpio=C.GpioConfig(pin_factory="mock"),
+                  mute=C.MuteConfig(control=control, pin=MUTE_PIN, debounce_ms=0), indicator=C.IndicatorConfig(kind="terminal"))
+    assert "run starts listening (simulated pins have no mute control to press)" in _check_gpio(cfg)
+    daemon, mic = _start(cfg, factory=None)  # QuietMic stops it after 20 reads
+    assert mic.opens == 1 and mic.reads > 0
+    states = [(e["state"], e["reason"]) for _, e, _ in L.read_entries(tmp_path / "ledger.jsonl") if e["event"] == "state"]
+    assert states[0] == ("listening", "at start: simulated pins have no mute control to press"), states
+    assert not [s for s in states if s[1] == "mute control"], states
 
 
 class LedgerFullAtCaptureProbe(Probe):

@@ -12,14 +12,14 @@ Actions (`command.action`):
 - `timer_cancel`: cancels the latest timer.
 - `volume_up` / `volume_down`: the ALSA mixer through `amixer -M sset CONTROL STEP%+/-`.
 - `stop`: sets `ActionResult.stop`; the daemon cuts the reply or alarm that is playing.
-- `mute`: sets `ActionResult.mute`.
+- `mute`: sets `ActionResult.mute`; its reply's `{control}` names what opens the mic again.
 - `gpio`: `options.pin` (BCM), `options.set` = on | off | toggle | pulse, `options.pulse_s`.
 - `home_assistant`: sets `ActionResult.to_home_assistant` to the words heard; the daemon sends them to
   Home Assistant through the uplink (speech/ha_sentences.py builds this command from its sentences).
 - `run`: `options.argv`, a list run without a shell, `{slot}` placeholders filled per element.
 
 Reply templates (`command.reply`) may use the slots by name and these fields (they win over a slot
-of the same name): `time`, `date`, `duration`, `volume`, `state`, `output`, `count`.
+of the same name): `time`, `date`, `duration`, `volume`, `state`, `output`, `count`, `control`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from tallylight.timers import Timers
 log = logging.getLogger(__name__)
 
 SORRY = "Sorry, that didn't work."
-MUTE_REPLY = "Microphone off. Press the mute button to turn it back on."
+MUTE_REPLY = "Microphone off. Use {control} to turn it back on."
 # The most of a program's output used for a reply, and kept from its stderr for the log.
 MAX_OUTPUT_CHARS = 200
 # The most of each of a program's output streams held in memory (the start of stdout, for the reply;
@@ -260,8 +260,12 @@ class ActionRunner:
         timers: Timers | None = None,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        mute_control: str = "the mute control",
     ) -> None:
         self._cfg = cfg
+        # What opens the mic after "stop listening", in words (hardware.mute.spoken_name): the mute
+        # reply says it, so that a laptop's owner hears "the space bar", not "the mute switch".
+        self._mute_control = mute_control
         # The gpiozero pin factory; or, without one, `make_pin_factory()` makes it when the first
         # GPIO command runs (`listen --act`: a machine without GPIO can still try the other commands).
         self._pin_factory = pin_factory
@@ -374,7 +378,7 @@ class ActionRunner:
         return ActionResult(True, self.reply(match), "stop", stop=True)
 
     def _do_mute(self, match: Any) -> ActionResult:
-        return ActionResult(True, self.reply(match), "mute by voice", mute=True)
+        return ActionResult(True, self.reply(match, control=self._mute_control), "mute by voice", mute=True)
 
     # -- GPIO -------------------------------------------------------------------------------------
 
@@ -588,7 +592,8 @@ for _spec in (
     ActionSpec("volume_up", ActionRunner._do_volume_up, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
     ActionSpec("volume_down", ActionRunner._do_volume_down, _VOLUME_OPTIONS, reply_fields=frozenset({"volume"})),
     ActionSpec("stop", ActionRunner._do_stop, immediate=True),
-    ActionSpec("mute", ActionRunner._do_mute, default_reply=MUTE_REPLY, immediate=True),
+    ActionSpec("mute", ActionRunner._do_mute, reply_fields=frozenset({"control"}), default_reply=MUTE_REPLY,
+               immediate=True),
     # Immediate: the sentence is handed to the uplink's non-blocking queue on the audio thread, which owns the
     # socket; it must not wait behind a slow `run` program (Home Assistant's answer is the reply).
     ActionSpec("home_assistant", ActionRunner._do_home_assistant, immediate=True),

@@ -54,6 +54,7 @@ def run_checks(cfg: Config, out: TextIO) -> int:
         r.note("config", note)
     r.attempt("voice activity", lambda: _check_vad(cfg))
     r.attempt("recognizer", lambda: _check_recognizer(cfg))
+    _note_replaced_commands(cfg, r)
     _check_vosk(cfg, r)
     r.attempt("state directory", lambda: _check_state_dir(cfg))
     r.attempt("Home Assistant", lambda: _check_home_assistant(cfg))
@@ -118,7 +119,11 @@ def _start_state(cfg: Config, physical: bool) -> str:
     """What `tallylight run` would start in now, by the same rule it uses (restart.start_state)."""
     from tallylight import ledger
     from tallylight.restart import VOICE_MUTE_FILE, start_state
+    from tallylight.statedir import running_pid
 
+    pid = running_pid(cfg.state_dir)
+    if pid is not None:  # how it would start says nothing now: the ledger's last entry is its present
+        return f"`tallylight run` is running now (pid {pid}): `tallylight ledger` shows its state"
     if physical and (cfg.state_dir / VOICE_MUTE_FILE).exists():
         return "run starts muted (\"stop listening\" is kept until the mute control opens the mic)"
     try:
@@ -210,7 +215,23 @@ def _check_recognizer(cfg: Config) -> str:
     wake_unknown = [w for w in u.wake_words if w in unknown]
     note = (f"; the model does not know the wake word{'s' if len(wake_unknown) > 1 else ''} "
             f"{', '.join(wake_unknown)}, so it hears something else at the start of each capture" if wake_unknown else "")
-    return f"{u.name} with {len(commands)} commands, all {len(u.grammar.vocabulary())} words known{note}"
+    return (f"{u.name} with {len(commands)} command{'s' if len(commands) != 1 else ''}, "
+            f"all {len(u.grammar.vocabulary())} words known{note}")
+
+
+def _note_replaced_commands(cfg: Config, r: _Report) -> None:
+    """A config with one [commands.X] table of its own has only that command: the built-in ones are
+    not merged in. Someone adding a command to config/laptop.toml lost "stop" and "stop listening"
+    without a word."""
+    from tallylight.speech.commands import default_commands
+
+    if not cfg.commands:
+        return
+    left_out = [c.name for c in default_commands() if c.name not in cfg.commands]
+    if left_out:
+        r.note("commands", f"this config's [commands] tables replace the built-in commands, and these are not "
+                           f"among them: {', '.join(left_out)} (to keep one, copy its table from the end of "
+                           "config/tallylight.toml)")
 
 
 def _check_vosk(cfg: Config, r: _Report) -> None:

@@ -153,9 +153,10 @@ class Daemon:
         if cfg.mute.control == "key":
             from tallylight.hardware.keyboard import KeyButton
 
-            # Held past the debounce, as a finger holds a real button, so that a press can unmute.
+            # Held past the debounce, as a finger holds a real button, so that a press can unmute,
+            # and until the mute control has read it held (the loop may be busy for longer).
             self.key_button = KeyButton(factory.pin(cfg.mute.pin), cfg.mute.key, hold_s=cfg.mute.debounce_ms / 1000 + 0.07,
-                                        pull_up=cfg.mute.pull_up)
+                                        pull_up=cfg.mute.pull_up, polls=lambda: self.mute.polls)
             _LOG.warning("the mute control is the %s key on this terminal (mute.control = 'key')", cfg.mute.key)
         make_gate = functools.partial(PrivacyGate, self.indicator, self.ledger, close_mic=self._close_mic,
                                       control=self.mute, kept=KeptVoiceMute(cfg.state_dir, physical),
@@ -373,7 +374,7 @@ class Daemon:
                     self.notifier.status(f"error: {ev.reason}")
                 elif ev.state == State.LISTENING.value:
                     # Not recovered yet: the microphone may well fail to open again (it is unplugged).
-                    _LOG.info("error cleared: opening the microphone again")
+                    _LOG.info("retrying after the error: opening the microphone again")
                     self._reopening = True
                 else:
                     _LOG.info("recovered: %s", ev.state)

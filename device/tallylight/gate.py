@@ -166,7 +166,8 @@ class PrivacyGate:
                 self.fail(_why(e))
                 return False
             switch_muted = self._control.muted
-        opened = self._open(State.MUTED if switch_muted else State.LISTENING, "recovered")
+        # Not "recovered": nothing is known to work again until the mic has opened (the daemon says so).
+        opened = self._open(State.MUTED if switch_muted else State.LISTENING, "retrying after the error")
         if opened and self.state is State.LISTENING and self._kept is not None:
             self._kept.end()
         return opened

@@ -420,6 +420,20 @@ def timeline(path: str | os.PathLike) -> Iterator[str]:
         yield describe(entry)
 
 
+# How a capture or an upload ended, in the owner's words (the ledger keeps the code: events.CaptureEnded,
+# uplink_port's audio ends). A code not listed here is shown as it is.
+END_WORDS = {
+    "end": "speech ended", "early": "command recognized", "no_speech": "no speech heard",
+    "max_length": "length limit (capture.max_s)", "mute": "muted", "muted": "muted",
+    "vad_end": "Home Assistant heard the end", "stopped": "Home Assistant stopped it",
+    "dropped": "the link to Home Assistant dropped",
+}
+
+
+def end_words(code: Any) -> str:
+    return END_WORDS.get(str(code), str(code)) if code else ""
+
+
 def describe(entry: dict[str, Any] | None) -> str:
     """One entry as a readable line (`tallylight ledger`, `--follow`)."""
     if entry is None:
@@ -437,10 +451,10 @@ def describe(entry: dict[str, Any] | None) -> str:
         return f"{when}  {str(entry.get('state')).upper():<10} ({entry.get('reason', '')}){was}"
     if ev == "capture":
         return (f"{when}  captured {seconds('duration_s')} s of audio in RAM, "
-                f"handed to {entry.get('handed_to', '?')} and wiped ({entry.get('end', '')})")
+                f"handed to {entry.get('handed_to', '?')} and wiped ({end_words(entry.get('end'))})")
     if ev == "upload":
         audio = f" ({seconds('duration_s')} s of audio)" if "duration_s" in entry else ""
-        end = f", {entry['end']}" if entry.get("end") else ""
+        end = f", {end_words(entry['end'])}" if entry.get("end") else ""
         return f"{when}  UPLOADED {entry.get('bytes')} bytes{audio} to {entry.get('destination')}{end}"
     if ev == "debug_recording":
         return f"{when}  DEBUG RECORDING written to disk: {entry.get('file')} ({seconds('duration_s')} s)"

@@ -125,7 +125,7 @@ def read(path: Path, now: datetime | None = None) -> tuple[list[Segment], list[T
                 kind=event, end=when, duration_s=duration,
                 handed_to=str(entry.get("handed_to") or entry.get("destination") or "?"),
                 nbytes=int(entry["bytes"]) if _number(entry.get("bytes")) is not None else None,
-                how=str(entry.get("end", "")),
+                how=L.end_words(entry.get("end")),
             ))
         last_seen = when
     if state is not None and since is not None and state != "off":

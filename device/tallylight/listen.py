@@ -98,7 +98,9 @@ def _action_runner(cfg: Config):
         from tallylight.actions import ActionRunner
     except ImportError as e:
         raise TallylightError(f"--act needs the actions module: {e}") from None
+    from tallylight.hardware.mute import spoken_name
     from tallylight.hardware.pins import make_pin_factory
 
     # gpio.pin_factory as the daemon uses it; made when the first GPIO command runs.
-    return ActionRunner(cfg.actions, make_pin_factory=lambda: make_pin_factory(cfg.gpio.pin_factory))
+    return ActionRunner(cfg.actions, make_pin_factory=lambda: make_pin_factory(cfg.gpio.pin_factory),
+                        mute_control=spoken_name(cfg.mute))

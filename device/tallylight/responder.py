@@ -25,6 +25,7 @@ from typing import Any
 from tallylight.actions import ACTIONS, ActionRunner
 from tallylight.config import Config
 from tallylight.events import Event, IntentMatched, NoMatch, WakeDetected
+from tallylight.hardware.mute import spoken_name
 from tallylight.reply import Speaker
 
 _LOG = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Responder:
         self._voice_mute = voice_mute
         # Hands text to the uplink (the daemon's UplinkPort): False when it could not go. None: no Home Assistant.
         self._to_home_assistant = to_home_assistant
-        self.runner = runner or ActionRunner(cfg.actions, pin_factory=pin_factory)
+        self.runner = runner or ActionRunner(cfg.actions, pin_factory=pin_factory, mute_control=spoken_name(cfg.mute))
         self.speaker = speaker or Speaker(cfg.reply, on_start=self._suppress_wake, on_end=self._allow_wake,
                                           reference=reference)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tallylight-actions")

@@ -42,10 +42,12 @@ class Start:
 def start_state(mute: MuteConfig, last: dict[str, Any] | None, *, ledger_set_aside: bool, physical: bool) -> Start:
     """The state to start in. `last` is the ledger's newest entry before this start's own; `physical`
     is False with simulated pins (gpio.pin_factory = "mock"), which have no control to press."""
+    # Simulated pins first: their "switch" is only ever placed at listening by us, so starting muted
+    # and then opening the mic as "mute control" put a move in the ledger that no control made.
+    if not physical:
+        return Start(False, "at start: simulated pins have no mute control to press")
     if mute.control == "switch":
         return Start(True, "at start: a mute switch opens the mic once it is read at listening")
-    if not physical:
-        return Start(False, "at start: simulated pins have no mute button to press")
     if mute.at_start == "muted":
         return Start(True, 'at start: mute.at_start = "muted"')
     if mute.at_start == "listening":

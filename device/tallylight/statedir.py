@@ -9,6 +9,7 @@ or an action started by the daemon must not keep the lock after the daemon is go
 
 Readers (`tallylight ledger`, `listen`, `check`) never take it: they only read, and the ledger's
 head and witness are written so that a reader beside a running daemon sees a consistent chain.
+`check` asks whether a daemon holds it (`running_pid`) without taking it.
 """
 
 from __future__ import annotations
@@ -81,3 +82,25 @@ def _holder(fd: int) -> str:
     except OSError:
         return ""
     return text if text.isdigit() else ""
+
+
+def running_pid(state_dir: str | os.PathLike) -> str | None:
+    """The pid of the `tallylight run` that holds `state_dir`'s lock now, or None when none does. For
+    `tallylight check`, which must not take the lock even for an instant (a daemon starting then would
+    be refused): it asks the kernel's list of held locks (/proc/locks) for the pid the lock file names,
+    holding a flock on that file. None too when that cannot be read."""
+    path = Path(state_dir) / LOCK_FILE
+    try:
+        pid = path.read_text(encoding="ascii", errors="replace").strip()
+        inode = path.stat().st_ino
+        held = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    if not pid.isdigit():
+        return None
+    for line in held.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 6526 fe:00:2155693 0 EOF"; a waiter's line starts "1: -> FLOCK".
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[4] == pid and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return pid
+    return None

@@ -2,10 +2,13 @@
 
 A laptop has no GPIO, so the speaker runs on gpiozero's simulated pins (gpio.pin_factory = "mock").
 This module is the hand on the button: each press of the key (the space bar by default) presses the
-simulated mute button, held a little longer than mute.debounce_ms and then released, exactly as a
-finger would press a real one. So the mute control (hardware/mute.py, the debounce and the latch) and
-the gate see a button and treat it as the physical control: a press mutes at once, a press unmutes, a
-"stop listening" holds until a press, also across restarts. Nothing else can unmute: the key is read
+simulated mute button, held a little longer than mute.debounce_ms and then released, as a finger
+would press a real one; a finger that sees nothing happen holds on, and so does this one, until the
+mute control has looked at the line (the audio loop can be busy for longer than a press lasts, just
+after a "stop listening" for one, and a press it never saw held would be lost). So the mute control
+(hardware/mute.py, the debounce and the latch) and the gate see a button and treat it as the
+physical control: a press mutes at once, a press unmutes, a "stop listening" holds until a press,
+also across restarts. Nothing else can unmute: the key is read
 from the controlling terminal only, never from the network or a file.
 
 It needs a terminal: started without one (a service, a pipe), it refuses in one line.
@@ -19,7 +22,9 @@ import select
 import sys
 import termios
 import threading
+import time
 import tty
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tallylight.errors import SwitchError
@@ -34,10 +39,13 @@ class KeyButton:
     (a gpiozero mock pin). `close()` restores the terminal."""
 
     def __init__(self, pin: Any, key: str = "space", hold_s: float = 0.1, stdin: TextIO | None = None,
-                 pull_up: bool = True):
+                 pull_up: bool = True, polls: Callable[[], int] | None = None, max_hold_s: float = 3.0):
         if key not in KEYS:
             raise SwitchError(f"mute.key = {key!r}: choose one of {', '.join(KEYS)}")
         self.key, self._byte, self._pin, self._hold_s = key, KEYS[key], pin, hold_s
+        # How many times the mute control has read the line (MuteControl.polls): each half of a press
+        # lasts until one more read, at most max_hold_s (a loop stuck that long has failed anyway).
+        self._polls, self._max_hold_s = polls, max_hold_s
         # Pressed connects the pin to GND when pulled up, to 3.3 V when pulled down.
         self._down, self._up = (pin.drive_low, pin.drive_high) if pull_up else (pin.drive_high, pin.drive_low)
         stdin = stdin or sys.stdin
@@ -79,13 +87,25 @@ class KeyButton:
         self._released.clear()
         self.presses += 1
         self._down()
-        if self._stop.wait(self._hold_s):
+        if not self._hold():
             return
         self._up()
         # Let go for as long again before the next press: the control counts a press only after the
         # button was released and steady for mute.debounce_ms.
-        self._stop.wait(self._hold_s)
+        self._hold()
         self._released.set()
+
+    def _hold(self) -> bool:
+        """Keep the button as it is for hold_s, and then until the control has read it once more.
+        False when closed meanwhile."""
+        if self._stop.wait(self._hold_s):
+            return False
+        if self._polls is not None:
+            seen, deadline = self._polls(), time.monotonic() + self._max_hold_s
+            while self._polls() == seen and time.monotonic() < deadline:
+                if self._stop.wait(0.005):
+                    return False
+        return True
 
     def close(self) -> None:
         """Safe to call twice."""

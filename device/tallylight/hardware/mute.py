@@ -34,6 +34,13 @@ from tallylight.errors import SwitchError
 log = logging.getLogger(__name__)
 
 
+def spoken_name(cfg: MuteConfig) -> str:
+    """What opens the mic again, as the mute reply says it: "the mute switch", "the space bar"."""
+    if cfg.control == "key":
+        return "the space bar" if cfg.key == "space" else f"the {cfg.key} key"
+    return f"the mute {cfg.control}"
+
+
 class MuteControl:
     """The physical mute control. Debounced in our own code (gpiozero mock pins ignore bounce_time).
 
@@ -86,6 +93,7 @@ class MuteControl:
         self._level_since = now          # when it last changed
         self._held = self._level         # button: debounced "held down" (held at start is not a press)
         self._latched = False            # switch: force_muted() until the switch is seen at mute
+        self.polls = 0                   # poll() calls that read the line: a key's press waits for one
         self._closed = False
         self._device.when_activated = self._on_active
         self._device.when_deactivated = self._on_inactive
@@ -151,9 +159,12 @@ class MuteControl:
         if not self._level:
             saw_inactive = True
         stable = now - self._level_since >= self._debounce
-        if self.is_button:
-            return self._decide_button(saw_active, stable, settled_release)
-        return self._decide_switch(saw_inactive, stable)
+        try:
+            if self.is_button:
+                return self._decide_button(saw_active, stable, settled_release)
+            return self._decide_switch(saw_inactive, stable)
+        finally:
+            self.polls += 1
 
     def _decide_switch(self, saw_mute_position: bool, stable: bool) -> bool | None:
         if saw_mute_position:
