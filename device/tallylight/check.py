@@ -145,7 +145,7 @@ def _check_home_assistant(cfg: Config) -> str:
 
 
 def _check_wake(cfg: Config) -> str:
-    from tallylight.wake import make_wake_detector
+    from tallylight.ears import make_wake_detector
 
     # make_wake_detector asks the engine's spec (wake_engines) what it needs, and says how to get it.
     det = make_wake_detector(cfg.wake, cfg.frontend)

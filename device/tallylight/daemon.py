@@ -42,9 +42,9 @@ def build_pipeline(cfg: Config, make_gate: Callable[..., PrivacyGate], consumer=
     builds its gate: the gate calls the pipeline's wipe and hears of its state changes. With
     `reference` (the speaker's echo.ReferenceRing), an echo canceller fed by it comes first."""
     from tallylight.capture import DebugRecorder
+    from tallylight.ears import make_wake_detector
     from tallylight.pipeline import Pipeline
     from tallylight.vad import Endpointer, make_voice_detector
-    from tallylight.wake import make_wake_detector
 
     wake = make_wake_detector(cfg.wake, cfg.frontend)
     endpointer = Endpointer(make_voice_detector(cfg.capture), cfg.capture.end_silence_s, cfg.capture.no_speech_s,
