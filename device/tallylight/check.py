@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from typing import TextIO
 
+from tallylight.choices import HomeAssistantMode, MuteControlKind, PinFactoryName
 from tallylight.config import Config
 from tallylight.errors import TallylightError
 
@@ -92,14 +93,14 @@ def _check_gpio(cfg: Config) -> str:
 
     factory = make_pin_factory(cfg.gpio.pin_factory)
     physical = physical_control(cfg, None)
-    if cfg.mute.control == "key":
+    if cfg.mute.control == MuteControlKind.KEY:
         control = f"simulated pins; mute control: the {cfg.mute.key} key on the terminal `run` is started from"
     elif not physical:
         control = "simulated pins: no mute control to press (mute.control = \"key\" makes a key one)"
     else:
         mute = MuteControl(cfg.mute, pin_factory=factory)
         try:
-            if cfg.mute.control == "switch":
+            if cfg.mute.control == MuteControlKind.SWITCH:
                 mute.poll()
                 control = f"mute switch on GPIO{cfg.mute.pin} is at {'mute' if mute.muted else 'listening'}"
             else:  # a button's line says only whether it is held down now; `at start` says the state
@@ -139,7 +140,7 @@ def _check_home_assistant(cfg: Config) -> str:
 
     uid = allowed_uid(ha.uplink_user)  # raises with the fix when the user is missing
     sends = ("AUDIO mode: after the wake word, what you say streams to Home Assistant with the upload light on"
-             if ha.mode == "audio" else
+             if ha.mode == HomeAssistantMode.AUDIO else
              "text mode: only the words of a sentence that is not a local command go to Home Assistant, never audio")
     return f"{sends}; the uplink (uid {uid}) connects to {ha.socket}"
 
@@ -217,7 +218,7 @@ def _check_vosk(cfg: Config, r: _Report) -> None:
     """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
     from tallylight.speech.engines import default_vosk_model
     from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
-    from tallylight.speech.recognizers import MODES
+    from tallylight.speech.recognizers import MODES, RecognizerMode
 
     engine = cfg.recognizer.engine
     if engine not in MODES and engine != "vosk":
@@ -227,14 +228,14 @@ def _check_vosk(cfg: Config, r: _Report) -> None:
     problem = vosk_package_problem()
     if problem is not None:
         fix = "pip install vosk into tallylight's venv (scripts/setup.sh does)"
-        if engine == "auto":
+        if engine == RecognizerMode.AUTO:
             r.note("vosk", f"the vosk package cannot be used ({problem}), so pocketsphinx alone recognizes "
                            f"commands; {VOSK_BRINGS}: {fix}")
         else:
             r.problem("vosk", f"recognizer.engine = {engine!r} needs the vosk package, which cannot be used "
                               f"({problem}): {fix}, or set recognizer.engine = \"pocketsphinx\"")
         return
-    if engine == "auto" and not cfg.recognizer.vosk_model and default_vosk_model(cfg.state_dir) is None:
+    if engine == RecognizerMode.AUTO and not cfg.recognizer.vosk_model and default_vosk_model(cfg.state_dir) is None:
         r.note("vosk", f"no vosk model installed, so pocketsphinx alone recognizes commands; {VOSK_BRINGS}: "
                        "`tallylight models download small-en-us` (`tallylight models list` shows them)")
 
@@ -296,7 +297,7 @@ def _check_state_dir(cfg: Config) -> str:
     from tallylight.restart import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()
-    if voice_muted and cfg.gpio.pin_factory == "mock":
+    if voice_muted and cfg.gpio.pin_factory == PinFactoryName.MOCK:
         held = "; a \"stop listening\" is kept, but simulated pins have no mute control: it ends at the next start"
     elif voice_muted:
         held = "; muted by \"stop listening\": press the mute button, or move the switch to mute and back"

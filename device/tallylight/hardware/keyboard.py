@@ -22,18 +22,20 @@ import threading
 import tty
 from typing import Any, TextIO
 
+from tallylight.choices import MuteKey
 from tallylight.errors import SwitchError
 
 _LOG = logging.getLogger(__name__)
 
-KEYS = {"space": b" ", "m": b"m", "enter": b"\n"}
+# The byte each mute.key choice arrives as in cbreak mode.
+KEYS = {MuteKey.SPACE: b" ", MuteKey.M: b"m", MuteKey.ENTER: b"\n"}
 
 
 class KeyButton:
     """Reads `key` from the terminal `stdin` in a thread and presses the simulated button on `pin`
     (a gpiozero mock pin). `close()` restores the terminal."""
 
-    def __init__(self, pin: Any, key: str = "space", hold_s: float = 0.1, stdin: TextIO | None = None,
+    def __init__(self, pin: Any, key: str = MuteKey.SPACE, hold_s: float = 0.1, stdin: TextIO | None = None,
                  pull_up: bool = True):
         if key not in KEYS:
             raise SwitchError(f"mute.key = {key!r}: choose one of {', '.join(KEYS)}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tallylight.errors import EngineError
-from tallylight.speech.recognizers import RecognizerInputs, recognizer
+from tallylight.speech.recognizers import RecognizerInputs, RecognizerMode, recognizer
 
 if TYPE_CHECKING:
     from tallylight.config import RecognizerConfig
@@ -56,7 +56,7 @@ def make_recognizer(cfg: RecognizerConfig, *, jsgf: str, phrases: list[str], wor
     """
     engine = cfg.engine
     model_path: Path | None = Path(cfg.vosk_model).expanduser() if cfg.vosk_model else None
-    if engine == "auto":
+    if engine == RecognizerMode.AUTO:
         if model_path is None:
             model_path = default_vosk_model(state_dir)
         engine = "vosk" if model_path is not None and model_path.is_dir() else "pocketsphinx"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,17 @@ if TYPE_CHECKING:
     from tallylight.config import RecognizerConfig
     from tallylight.speech.recognizer import Recognizer
 
-MODES = ("auto", "both")
+class RecognizerMode(StrEnum):
+    """The values of recognizer.engine that are not one registered recognizer."""
+
+    AUTO = "auto"  # vosk beside pocketsphinx when a vosk model is installed, else pocketsphinx
+    BOTH = "both"  # the two together
+
+    def __repr__(self) -> str:  # 'auto', as the plain string shows in a message
+        return repr(self.value)
+
+
+MODES = tuple(RecognizerMode)
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def register_recognizer(spec: RecognizerSpec) -> RecognizerSpec:
 
 def engine_choices() -> tuple[str, ...]:
     """What recognizer.engine may say: "auto", every registered recognizer, "both"."""
-    return ("auto", *RECOGNIZERS, "both")
+    return (RecognizerMode.AUTO.value, *RECOGNIZERS, RecognizerMode.BOTH.value)
 
 
 def recognizer(name: str) -> RecognizerSpec:

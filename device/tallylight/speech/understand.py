@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+from tallylight.choices import LogLevel
 from tallylight.config import Config
 from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
@@ -21,6 +22,7 @@ from tallylight.speech.commands import default_commands, parse_commands
 from tallylight.speech.engines import default_vosk_model, make_recognizer
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.recognizer import Hypothesis, Recognizer
+from tallylight.speech.recognizers import RecognizerMode
 
 _LOG = logging.getLogger(__name__)
 
@@ -280,16 +282,16 @@ def make_understander(cfg: Config, exposed: Exposed | None = None) -> Understand
 def _make_understander(cfg: Config, exposed: Exposed | None) -> Understander | PairedUnderstander:
     engine = cfg.recognizer.engine
     model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
-    if engine == "auto" and cfg.recognizer.vosk_model and not model.is_dir():
+    if engine == RecognizerMode.AUTO and cfg.recognizer.vosk_model and not model.is_dir():
         # A model the owner named but that is not there is a typo or a failed download, not a wish
         # for pocketsphinx: say so rather than quietly recognize worse.
         raise EngineError(f"recognizer.vosk_model = {cfg.recognizer.vosk_model!r}: no such folder (fix the path, "
                           "run `tallylight models download small-en-us`, or set vosk_model = \"\" for pocketsphinx)")
-    if engine == "auto" and model is not None and model.is_dir():
+    if engine == RecognizerMode.AUTO and model is not None and model.is_dir():
         # With a vosk model installed, both recognizers: the fewest mistakes (see PairedUnderstander).
         _LOG.info("recognizer: vosk (%s) and pocketsphinx", model)
-        engine = "both"
-    if engine == "both":
+        engine = RecognizerMode.BOTH
+    if engine == RecognizerMode.BOTH:
         if model is None or not model.is_dir():
             raise EngineError("recognizer.engine = 'both' runs vosk beside pocketsphinx and needs a vosk model"
                               f"{f' (there is none at {model})' if model else ''}: run `tallylight models download "
@@ -308,7 +310,7 @@ def _make_understander(cfg: Config, exposed: Exposed | None) -> Understander | P
     wake_words = wake_words_of(cfg)
     # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
     common = dict(phrases=grammar.vosk_phrases(wake_prefix=" ".join(wake_words)), words=grammar.vocabulary(), state_dir=cfg.state_dir,
-                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug",
+                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == LogLevel.DEBUG,
                   extra_pronunciations={w: p.upper() for w, p in cfg.recognizer.pronunciations})
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)
