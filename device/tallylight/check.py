@@ -163,12 +163,13 @@ def unread_options(cfg: Config) -> list[str]:
     `options`, in wake_engines and speech.recognizers): likely meant for another engine."""
     import dataclasses
 
-    from tallylight.speech.recognizers import MODES, RECOGNIZERS
+    from tallylight.speech.recognizers import MODES, RECOGNIZERS, pairing
     from tallylight.wake_engines import WAKE_ENGINES
 
     rec = cfg.recognizer.engine
-    # The modes run vosk and pocketsphinx, so they read what those two read.
-    rec_reads = [o for name in ("vosk", "pocketsphinx") for o in RECOGNIZERS[name].options] if rec in MODES \
+    # The modes run the registered pair (vosk and pocketsphinx), so they read what those two read.
+    lead, pair = pairing()
+    rec_reads = [o for name in (lead, pair.partner) for o in RECOGNIZERS[name].options] if rec in MODES \
         else RECOGNIZERS[rec].options
     notes = []
     for section, specs, engine, reads in (("wake", WAKE_ENGINES, cfg.wake.engine, WAKE_ENGINES[cfg.wake.engine].options),
@@ -216,9 +217,8 @@ def _check_recognizer(cfg: Config) -> str:
 
 def _check_vosk(cfg: Config, r: _Report) -> None:
     """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
-    from tallylight.speech.engines import default_vosk_model
     from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
-    from tallylight.speech.recognizers import MODES, RecognizerMode
+    from tallylight.speech.recognizers import MODES, RecognizerMode, default_vosk_model
 
     engine = cfg.recognizer.engine
     if engine not in MODES and engine != "vosk":
