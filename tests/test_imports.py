@@ -146,7 +146,6 @@ def test_no_import_cycles_among_tallylight_modules():
 
 
 # The checkout's own packages beside the installed one: the bench (scripts/bench) and what it shares
-# with the tests (testkit).
 # with the tests (testkit), and how many of their modules import another at least.
 CHECKOUT_PACKAGES = {"bench": 10, "testkit": 1}
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tallylight.choices import Choice
 from tallylight.errors import ConfigError, EngineError
 from tallylight.needs import unavailable
 
@@ -30,14 +30,12 @@ if TYPE_CHECKING:
     from tallylight.config import RecognizerConfig
     from tallylight.speech.recognizer import Recognizer
 
-class RecognizerMode(StrEnum):
-    """The values of recognizer.engine that are not one registered recognizer."""
+class RecognizerMode(Choice):
+    """The values of recognizer.engine that are not one registered recognizer (the config keeps the
+    value a plain string: the others are the registry's names)."""
 
-    AUTO = "auto"  # vosk beside pocketsphinx when a vosk model is installed, else pocketsphinx
-    BOTH = "both"  # the two together
-
-    def __repr__(self) -> str:  # 'auto', as the plain string shows in a message
-        return repr(self.value)
+    AUTO = "auto"  # the pair when its lead is ready, else the partner alone
+    BOTH = "both"  # the pair
 
 
 MODES = tuple(RecognizerMode)
