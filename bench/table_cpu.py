@@ -129,7 +129,7 @@ def stage_raw_blocks(cfg: C.Config, wav: Path, blocks: list[bytes]) -> Measured:
 
 def stage_detector(cfg: C.Config, wav: Path, blocks: list[bytes]) -> Measured:
     """tallylight's WakeDetector (wake.py) on 20 ms blocks already in memory."""
-    from tallylight.wake import make_wake_detector
+    from tallylight.ears import make_wake_detector
 
     det = make_wake_detector(cfg.wake)
     wakes = 0
@@ -240,7 +240,7 @@ def table_cpu(ctx: Ctx) -> Table:
 
 
 def _mww_frame_ms(cfg: C.Config) -> int:
-    from tallylight.wake import make_wake_detector
+    from tallylight.ears import make_wake_detector
 
     with make_wake_detector(cfg.wake) as det:
         return det.frame_samples * 1000 // RATE

@@ -1,5 +1,5 @@
 """The listening step before the capture: the audio front end (tallylight.frontend) and the wake
-detector's lowered second view (tallylight.wake.ListeningEars), with the real engines and espeak-ng
+detector's lowered second view (tallylight.ears.ListeningEars), with the real engines and espeak-ng
 speech."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tallylight.config import FrontendConfig, WakeConfig
+from tallylight.ears import ListeningEars, make_wake_detector
 from tallylight.errors import EngineError
 from tallylight.frontend import FrontEnd, HighPass
-from tallylight.wake import ListeningEars, MicroWakeWordDetector, make_wake_detector
+from tallylight.wake import MicroWakeWordDetector
 from testkit import wake_corpus as wc
 
 BLOCK = 640  # 20 ms

@@ -18,11 +18,12 @@ from tallylight import actions, wake_engines
 from tallylight import config as C
 from tallylight.actions import ActionRunner
 from tallylight.config import ActionsConfig, WakeConfig
+from tallylight.ears import make_wake_detector
 from tallylight.errors import ConfigError, EngineError
 from tallylight.speech import recognizers
 from tallylight.speech.commands import parse_commands
 from tallylight.speech.grammar import Grammar
-from tallylight.wake import make_wake_detector, microwakeword_files
+from tallylight.wake import microwakeword_files
 
 ROLLED = re.compile(r"^You rolled a (one|two|three|four|five|six)\.$")
 

@@ -2,10 +2,10 @@
 
 The graph is read from the source with `ast`, and counts every import of a tallylight module, also
 those inside functions: an import moved into a function still ties the two modules together, it
-only hides the cycle from Python until that function runs. An import marked with a comment
-`# lazy import: <why>` on its line (or the line above) is left out of the graph; that is for an
-import kept at its point of use on purpose (start time, memory), never to get around a cycle. An
-import under `if TYPE_CHECKING:` is left out too: it never runs, and only names a type for annotations.
+only hides the cycle from Python until that function runs. So does an import marked
+`# lazy import: <why>` (kept at its point of use on purpose, for start time or memory): it is an edge
+like any other, so a lazy import can save start-up time but never hide a cycle. An import under
+`if TYPE_CHECKING:` is left out: it never runs, and only names a type for annotations.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "device" / "tallylight"
-LAZY_MARK = "# lazy import:"
+LAZY_MARK = "# lazy import:"  # what the package writes beside an import kept inside a function on purpose
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,6 @@ def module_name(path: Path, package_dir: Path) -> str:
 
 def package_modules(package_dir: Path) -> dict[str, Path]:
     return {module_name(p, package_dir): p for p in sorted(package_dir.rglob("*.py"))}
-
-
-def _is_marked_lazy(lines: list[str], lineno: int) -> bool:
-    here = lines[lineno - 1]
-    above = lines[lineno - 2] if lineno >= 2 else ""
-    return LAZY_MARK in here or above.strip().startswith(LAZY_MARK)
 
 
 def _is_type_checking_block(node: ast.AST) -> bool:
@@ -80,15 +74,12 @@ def import_edges(package_dir: Path) -> list[ImportEdge]:
     edges = []
     for importer, path in modules.items():
         text = path.read_text(encoding="utf-8")
-        lines = text.splitlines()
         tree = ast.parse(text, filename=str(path))
         top = {id(n) for n in tree.body}
         type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
                      for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)) or _is_marked_lazy(lines, node.lineno):
-                continue
-            if id(node) in type_only:
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in type_only:
                 continue
             where = f"{path.relative_to(package_dir.parent)}:{node.lineno}"
             for imported in _resolve(node, importer, path.name == "__init__.py", names):
@@ -155,7 +146,6 @@ def test_no_import_cycles_among_tallylight_modules():
 
 
 # The checkout's own packages beside the installed one: the bench (scripts/bench) and what it shares
-# with the tests (testkit).
 # with the tests (testkit), and how many of their modules import another at least.
 CHECKOUT_PACKAGES = {"bench": 10, "testkit": 1}
 
@@ -193,12 +183,27 @@ def test_relative_and_package_imports_are_edges(tmp_path):
     assert import_cycles(import_edges(pkg)) == [["pkg.sub", "pkg.sub.x"]]
 
 
-def test_an_import_marked_lazy_is_not_an_edge(tmp_path):
+def test_a_cycle_hidden_behind_an_import_marked_lazy_is_found(tmp_path):
     pkg = tmp_path / "pkg"
     _write(pkg, "__init__.py", "")
     _write(pkg, "a.py", "from pkg.b import helper\n")
     _write(pkg, "b.py", f"def helper():\n    {LAZY_MARK} start time\n    from pkg.a import thing\n    return thing\n")
-    assert import_cycles(import_edges(pkg)) == []
+    _write(pkg, "c.py", f"def helper():\n    from pkg.a import thing  {LAZY_MARK} start time\n    return thing\n")
+    edges = import_edges(pkg)
+    assert import_cycles(edges) == [["pkg.a", "pkg.b"]]
+    assert "pkg/b.py:3: pkg.b -> pkg.a (inside a function)" in describe_cycles(edges)
+    assert ImportEdge("pkg.c", "pkg.a", "pkg/c.py:2", True) in edges  # marked on its own line: an edge too
+
+
+def test_an_import_under_type_checking_is_not_an_edge(tmp_path):
+    pkg = tmp_path / "pkg"
+    _write(pkg, "__init__.py", "")
+    _write(pkg, "a.py", "from pkg.b import helper\n")
+    _write(pkg, "b.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import Thing\nelse:\n    from pkg import c\n")
+    _write(pkg, "c.py", "")
+    edges = import_edges(pkg)
+    assert import_cycles(edges) == []
+    assert [e.imported for e in edges if e.importer == "pkg.b"] == ["pkg.c"]  # the else runs: an edge
 
 
 # tallylight.__main__ is left out: importing it runs the command line.

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tallylight.errors import TallylightError
-from tallylight.speech.engines import default_vosk_model
 from tallylight.speech.models import MODELS, ModelError, download_model
+from tallylight.speech.recognizers import default_vosk_model
 
 NAME = MODELS["small-en-us"].name
 

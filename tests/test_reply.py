@@ -261,7 +261,7 @@ def paced_device(tmp_path: Path, pulse: dict) -> tuple[dict, Path]:
 def _wake_detections(pcm16k: bytes) -> int:
     """How many times the project's default wake detector hears the wake word in 16 kHz audio."""
     try:
-        from tallylight.wake import make_wake_detector
+        from tallylight.ears import make_wake_detector
     except ImportError:  # wake.py not in this checkout yet: the same engine, used directly
         make_wake_detector = None
     pad = bytes(16000)  # half a second of silence each side, as a room would have

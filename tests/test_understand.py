@@ -9,7 +9,8 @@ from tallylight.events import IntentMatched, Transcript
 from tallylight.speech.commands import default_commands
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.recognizer import Hypothesis
-from tallylight.speech.understand import PairedUnderstander, Understander, vosk_decides, weigh
+from tallylight.speech.recognizers import pairing
+from tallylight.speech.understand import Understander, lead_decides, weigh
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +98,11 @@ def _result(text: str, confidence: float, intent: str | None, slots: dict | None
     (("play music", 0.9, None), ("lights", 0.0, None), None),
 ])
 def test_weigh_two_recognizers(vosk, sphinx, chosen):
+    lead, pair = pairing()
+    assert (lead, pair.partner) == ("vosk", "pocketsphinx")
     v, s = _result(*vosk), _result(*sphinx)
-    got = weigh(v, s, PairedUnderstander.PREFER_VOSK_FROM, PairedUnderstander.ALONE_MIN)
-    if vosk_decides(v, PairedUnderstander.PREFER_VOSK_FROM, PairedUnderstander.ALONE_MIN):
+    got = weigh(v, s, pair)
+    if lead_decides(v, pair):
         # PairedUnderstander then skips pocketsphinx's end of utterance: it must not matter.
         assert got == v
     if chosen is None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tallylight.config import WakeConfig
+from tallylight.ears import make_wake_detector
 from tallylight.errors import ConfigError, EngineError, TallylightError
 from tallylight.wake import (
     MICROWAKEWORD_MODELS,
@@ -18,7 +19,6 @@ from tallylight.wake import (
     MicroWakeWordDetector,
     OpenWakeWordDetector,
     WakeDetection,
-    make_wake_detector,
     microwakeword_cutoff,
     microwakeword_files,
     openwakeword_files,
@@ -281,7 +281,7 @@ def test_garbage_model_files_are_errors_not_crashes(tmp_path):
     code = f"""
 from tallylight.config import WakeConfig
 from tallylight.errors import TallylightError
-from tallylight.wake import make_wake_detector
+from tallylight.ears import make_wake_detector
 for engine, model in (("openwakeword", {str(bad)!r}), ("microwakeword", {str(cfg_json)!r}),
                       ("microwakeword", {str(broken_json)!r}), ("microwakeword", {str(bad)!r})):
     try:

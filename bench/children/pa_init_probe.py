@@ -13,7 +13,7 @@ import subprocess
 import pyaudio
 
 from tallylight.config import WakeConfig
-from tallylight.wake import make_wake_detector
+from tallylight.ears import make_wake_detector
 
 
 def rss() -> float:

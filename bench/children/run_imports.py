@@ -9,6 +9,7 @@ import tallylight.cli
 import tallylight.daemon
 import tallylight.pipeline
 import tallylight.wake
+import tallylight.ears
 import tallylight.vad
 import tallylight.audio.device
 import tallylight.hardware.indicator

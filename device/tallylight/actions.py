@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tallylight.choices import GpioSet
 from tallylight.errors import HardwareError, TallylightError
 from tallylight.reply_template import render
 from tallylight.speech.command_draft import CommandDraft, Option
@@ -388,14 +389,14 @@ class ActionRunner:
         name = match.command.name
         if isinstance(pin, bool) or not isinstance(pin, int) or not 0 <= pin <= 27:
             raise ActionError(f"command {name!r}: options.pin must be a BCM GPIO number 0-27, not {pin!r}")
-        if mode not in ("on", "off", "toggle", "pulse"):
+        if mode not in GpioSet.words():
             raise ActionError(f"command {name!r}: options.set must be on, off, toggle or pulse, not {mode!r}")
         device = self._output(pin, bool(opts.get("active_high", True)))
-        if mode == "on":
+        if mode == GpioSet.ON:
             device.on()
-        elif mode == "off":
+        elif mode == GpioSet.OFF:
             device.off()
-        elif mode == "toggle":
+        elif mode == GpioSet.TOGGLE:
             device.toggle()
         else:
             pulse_s = opts.get("pulse_s", 0.5)
@@ -403,7 +404,7 @@ class ActionRunner:
                 raise ActionError(f"command {name!r}: options.pulse_s must be 0-60 seconds, not {pulse_s!r}")
             # gpiozero's own background thread turns it off again; a pulse never blocks the daemon.
             device.blink(on_time=float(pulse_s), off_time=0.0, n=1, background=True)
-        state = "pulsed" if mode == "pulse" else ("on" if device.value else "off")
+        state = "pulsed" if mode == GpioSet.PULSE else ("on" if device.value else "off")
         return ActionResult(True, self.reply(match, state=state), f"GPIO{pin} {state}")
 
     def _output(self, pin: int, active_high: bool) -> Any:
@@ -533,14 +534,14 @@ def _bcm(v: Any) -> str | None:
 
 
 def _set_choice(v: Any) -> str | None:
-    return None if v in ("on", "off", "toggle", "pulse") else "one of 'on', 'off', 'toggle', 'pulse'"
+    return None if v in GpioSet.words() else "one of " + ", ".join(repr(s) for s in GpioSet)
 
 
 PULSE_DEFAULT_S = 0.5
 
 
 def _check_gpio_options(draft: CommandDraft, options: dict[str, Any]) -> None:
-    if options["set"] == "pulse":
+    if options["set"] == GpioSet.PULSE:
         options.setdefault("pulse_s", PULSE_DEFAULT_S)
     elif "pulse_s" in options:
         raise draft.fail(

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from typing import TextIO
 
+from tallylight.choices import HomeAssistantMode, MuteControlKind, PinFactoryName
 from tallylight.config import Config
 from tallylight.errors import TallylightError
 
@@ -93,14 +94,14 @@ def _check_gpio(cfg: Config) -> str:
 
     factory = make_pin_factory(cfg.gpio.pin_factory)
     physical = physical_control(cfg, None)
-    if cfg.mute.control == "key":
+    if cfg.mute.control == MuteControlKind.KEY:
         control = f"simulated pins; mute control: the {cfg.mute.key} key on the terminal `run` is started from"
     elif not physical:
         control = "simulated pins: no mute control to press (mute.control = \"key\" makes a key one)"
     else:
         mute = MuteControl(cfg.mute, pin_factory=factory)
         try:
-            if cfg.mute.control == "switch":
+            if cfg.mute.control == MuteControlKind.SWITCH:
                 mute.poll()
                 control = f"mute switch on GPIO{cfg.mute.pin} is at {'mute' if mute.muted else 'listening'}"
             else:  # a button's line says only whether it is held down now; `at start` says the state
@@ -144,13 +145,13 @@ def _check_home_assistant(cfg: Config) -> str:
 
     uid = allowed_uid(ha.uplink_user)  # raises with the fix when the user is missing
     sends = ("AUDIO mode: after the wake word, what you say streams to Home Assistant with the upload light on"
-             if ha.mode == "audio" else
+             if ha.mode == HomeAssistantMode.AUDIO else
              "text mode: only the words of a sentence that is not a local command go to Home Assistant, never audio")
     return f"{sends}; the uplink (uid {uid}) connects to {ha.socket}"
 
 
 def _check_wake(cfg: Config) -> str:
-    from tallylight.wake import make_wake_detector
+    from tallylight.ears import make_wake_detector
 
     # make_wake_detector asks the engine's spec (wake_engines) what it needs, and says how to get it.
     det = make_wake_detector(cfg.wake, cfg.frontend)
@@ -167,12 +168,13 @@ def unread_options(cfg: Config) -> list[str]:
     `options`, in wake_engines and speech.recognizers): likely meant for another engine."""
     import dataclasses
 
-    from tallylight.speech.recognizers import MODES, RECOGNIZERS
+    from tallylight.speech.recognizers import MODES, RECOGNIZERS, pairing
     from tallylight.wake_engines import WAKE_ENGINES
 
     rec = cfg.recognizer.engine
-    # The modes run vosk and pocketsphinx, so they read what those two read.
-    rec_reads = [o for name in ("vosk", "pocketsphinx") for o in RECOGNIZERS[name].options] if rec in MODES \
+    # The modes run the registered pair (vosk and pocketsphinx), so they read what those two read.
+    lead, pair = pairing()
+    rec_reads = [o for name in (lead, pair.partner) for o in RECOGNIZERS[name].options] if rec in MODES \
         else RECOGNIZERS[rec].options
     notes = []
     for section, specs, engine, reads in (("wake", WAKE_ENGINES, cfg.wake.engine, WAKE_ENGINES[cfg.wake.engine].options),
@@ -236,9 +238,8 @@ def _note_replaced_commands(cfg: Config, r: _Report) -> None:
 
 def _check_vosk(cfg: Config, r: _Report) -> None:
     """Say when vosk is missing and what it would bring; a problem only when the config asks for it."""
-    from tallylight.speech.engines import default_vosk_model
     from tallylight.speech.models import VOSK_BRINGS, vosk_package_problem
-    from tallylight.speech.recognizers import MODES
+    from tallylight.speech.recognizers import MODES, RecognizerMode, default_vosk_model
 
     engine = cfg.recognizer.engine
     if engine not in MODES and engine != "vosk":
@@ -248,14 +249,14 @@ def _check_vosk(cfg: Config, r: _Report) -> None:
     problem = vosk_package_problem()
     if problem is not None:
         fix = "pip install vosk into tallylight's venv (scripts/setup.sh does)"
-        if engine == "auto":
+        if engine == RecognizerMode.AUTO:
             r.note("vosk", f"the vosk package cannot be used ({problem}), so pocketsphinx alone recognizes "
                            f"commands; {VOSK_BRINGS}: {fix}")
         else:
             r.problem("vosk", f"recognizer.engine = {engine!r} needs the vosk package, which cannot be used "
                               f"({problem}): {fix}, or set recognizer.engine = \"pocketsphinx\"")
         return
-    if engine == "auto" and not cfg.recognizer.vosk_model and default_vosk_model(cfg.state_dir) is None:
+    if engine == RecognizerMode.AUTO and not cfg.recognizer.vosk_model and default_vosk_model(cfg.state_dir) is None:
         r.note("vosk", f"no vosk model installed, so pocketsphinx alone recognizes commands; {VOSK_BRINGS}: "
                        "`tallylight models download small-en-us` (`tallylight models list` shows them)")
 
@@ -317,7 +318,7 @@ def _check_state_dir(cfg: Config) -> str:
     from tallylight.restart import VOICE_MUTE_FILE
 
     voice_muted = (d / VOICE_MUTE_FILE).exists()
-    if voice_muted and cfg.gpio.pin_factory == "mock":
+    if voice_muted and cfg.gpio.pin_factory == PinFactoryName.MOCK:
         held = "; a \"stop listening\" is kept, but simulated pins have no mute control: it ends at the next start"
     elif voice_muted:
         held = "; muted by \"stop listening\": press the mute button, or move the switch to mute and back"

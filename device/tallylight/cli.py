@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tallylight import __version__
 from tallylight import config as config_mod
+from tallylight.choices import HomeAssistantMode, LogLevel
 from tallylight.errors import TallylightError
 
 _LOG = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = _load_config(args)
-        _setup_logging("debug" if args.verbose else cfg.daemon.log_level)
+        _setup_logging(LogLevel.DEBUG if args.verbose else cfg.daemon.log_level)
         for key, written, full in cfg.relative_paths:
             _LOG.info("%s = %r is relative to the config file's folder: using %s", key, written, full)
         return _VERBS[args.verb](cfg, args)
@@ -224,7 +225,7 @@ def cmd_uplink(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     # from a second setting that could disagree with it.
     return uplink.run(uplink.UplinkOptions(Path(cfg.home_assistant.socket), args.host, args.port, None if args.plaintext else args.key_file,
                                            args.name, not args.no_mdns, wake, _home_assistant(cfg),
-                                           cfg.home_assistant.mode == "audio"))
+                                           cfg.home_assistant.mode == HomeAssistantMode.AUDIO))
 
 
 def _home_assistant(cfg: config_mod.Config):  # -> HomeAssistantOptions | None (its module needs aiohttp)

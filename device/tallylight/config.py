@@ -18,6 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tallylight.choices import (
+    AtStart,
+    ChannelMode,
+    Choice,
+    HomeAssistantMode,
+    IndicatorKind,
+    LogLevel,
+    MuteControlKind,
+    MuteKey,
+    PinFactoryName,
+    VadEngine,
+)
 from tallylight.errors import ConfigError
 from tallylight.speech.recognizers import RECOGNIZERS, engine_choices
 from tallylight.wake_engines import WAKE_ENGINES
@@ -31,6 +43,13 @@ def _choice(*options: str) -> Callable[[Any], str | None]:
         return None if value in options else "one of " + ", ".join(repr(o) for o in options)
 
     return check
+
+
+def _one_of(default: Choice) -> Any:
+    """A key whose value is one word of `default`'s Choice (tallylight.choices): checked like `_choice`
+    (the message lists the words as before), then parsed into that Choice's member."""
+    kind = type(default)
+    return field(default=default, metadata={"check": _choice(*kind.words()), "types": (str,), "parse": kind})
 
 
 def _registered(choices: Callable[[], Any]) -> Callable[[Any], str | None]:
@@ -102,7 +121,7 @@ class AudioConfig:
     device: str | int = _key("", types=(str, int))
     sample_rate: int = _key(0, _range(0, 192000))
     channels: int = _key(0, _range(0, 32))
-    channel_mode: str = _key("mean", _choice("mean", "loudest", "single"))
+    channel_mode: ChannelMode = _one_of(ChannelMode.MEAN)
     channel: int = _key(0, _range(0, 31))
     block_ms: int = _key(20, _block_ms)
 
@@ -130,7 +149,7 @@ class FrontendConfig:
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    vad: str = _key("silero", _choice("webrtcvad", "silero"))
+    vad: VadEngine = _one_of(VadEngine.SILERO)
     vad_aggressiveness: int = _key(3, _range(0, 3))
     ring_s: float = _key(1.5, _range(0.1, 2.0), (float, int))
     preroll_s: float = _key(1.5, _range(0.0, 2.0), (float, int))
@@ -142,17 +161,17 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class MuteConfig:
-    control: str = _key("switch", _choice("switch", "button", "key"))
+    control: MuteControlKind = _one_of(MuteControlKind.SWITCH)
     pin: int = _key(17, _pin)
     pull_up: bool = _key(True)
     debounce_ms: int = _key(30, _range(0, 1000))
-    at_start: str = _key("last", _choice("last", "muted", "listening"))
-    key: str = _key("space", _choice("space", "m", "enter"))
+    at_start: AtStart = _one_of(AtStart.LAST)
+    key: MuteKey = _one_of(MuteKey.SPACE)
 
 
 @dataclass(frozen=True)
 class IndicatorConfig:
-    kind: str = _key("auto", _choice("auto", "terminal", "led", "pwmled", "rgbled", "apa102"))
+    kind: IndicatorKind = _one_of(IndicatorKind.AUTO)
     pin: int = _key(27, _pin)
     red_pin: int = _key(-1, _pin)
     green_pin: int = _key(-1, _pin)
@@ -168,13 +187,13 @@ class IndicatorConfig:
 
 @dataclass(frozen=True)
 class GpioConfig:
-    pin_factory: str = _key("auto", _choice("auto", "lgpio", "mock"))
+    pin_factory: PinFactoryName = _one_of(PinFactoryName.AUTO)
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = _key("")
-    log_level: str = _key("info", _choice("debug", "info", "warning", "error"))
+    log_level: LogLevel = _one_of(LogLevel.INFO)
     retry_max_s: float = _key(30.0, _range(1.0, 3600.0), (float, int))
 
 
@@ -243,7 +262,7 @@ class HomeAssistantConfig:
     enabled: bool = _key(False)
     # "text": only the words of what is not a local command go out. "audio": after the local wake word the
     # utterance streams to Home Assistant's Assist pipeline, with the upload light on. Only this file sets it.
-    mode: str = _key("text", _choice("text", "audio"))
+    mode: HomeAssistantMode = _one_of(HomeAssistantMode.TEXT)
     socket: str = _key("/run/tallylight/uplink.sock", _socket_path)
     uplink_user: str = _key("tallylight-uplink", _uplink_user)
     ledger_text: bool = _key(False)
@@ -336,6 +355,8 @@ def _check_value(where: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     expected = check(value) if check else None
     if expected:
         raise ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
+    if f.metadata.get("parse") is not None:  # one of a Choice's words: its member
+        return f.metadata["parse"](value)
     if isinstance(value, dict):  # the sections are frozen: a table becomes sorted (key, value) pairs
         return tuple(sorted(value.items()))
     return tuple(value) if isinstance(value, list) else value  # the sections are frozen: no lists in them
@@ -480,11 +501,11 @@ def _check_across(where: str, cfg: Config) -> None:
             f"{where}: capture.preroll_s ({cfg.capture.preroll_s:g}) must not exceed capture.ring_s "
             f"({cfg.capture.ring_s:g}): the pre-roll is taken from that ring"
         )
-    if cfg.mute.control == "key" and cfg.gpio.pin_factory != "mock":
+    if cfg.mute.control == MuteControlKind.KEY and cfg.gpio.pin_factory != PinFactoryName.MOCK:
         raise ConfigError(f"{where}: mute.control = 'key' is for trying tallylight without GPIO (a key on the terminal "
                           "presses a simulated button): set gpio.pin_factory = \"mock\", or wire a switch or button")
     ind = cfg.indicator
-    if ind.kind == "rgbled" and -1 in (ind.red_pin, ind.green_pin, ind.blue_pin):
+    if ind.kind == IndicatorKind.RGBLED and -1 in (ind.red_pin, ind.green_pin, ind.blue_pin):
         raise ConfigError(
             f"{where}: indicator.kind = 'rgbled' needs indicator.red_pin, green_pin and blue_pin set"
         )

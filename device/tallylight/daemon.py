@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tallylight import __version__
+from tallylight.choices import HomeAssistantMode, MuteControlKind
 from tallylight.config import Config
 from tallylight.errors import AudioError, EngineError, HardwareError, LedgerError, TallylightError
 from tallylight.events import Event, StateChanged
@@ -42,9 +43,9 @@ def build_pipeline(cfg: Config, make_gate: Callable[..., PrivacyGate], consumer=
     builds its gate: the gate calls the pipeline's wipe and hears of its state changes. With
     `reference` (the speaker's echo.ReferenceRing), an echo canceller fed by it comes first."""
     from tallylight.capture import DebugRecorder
+    from tallylight.ears import make_wake_detector
     from tallylight.pipeline import Pipeline
     from tallylight.vad import Endpointer, make_voice_detector
-    from tallylight.wake import make_wake_detector
 
     wake = make_wake_detector(cfg.wake, cfg.frontend)
     endpointer = Endpointer(make_voice_detector(cfg.capture), cfg.capture.end_silence_s, cfg.capture.no_speech_s,
@@ -142,7 +143,7 @@ class Daemon:
         # No GPIO means no way to read the mute control: refuse (P5) unless the owner chose the
         # simulated pins on purpose (gpio.pin_factory = "mock", for trying tallylight on a laptop).
         factory = self._pin_factory or make_pin_factory(cfg.gpio.pin_factory)
-        key_hint = f"press {cfg.mute.key} to mute or unmute" if cfg.mute.control == "key" else ""
+        key_hint = f"press {cfg.mute.key} to mute or unmute" if cfg.mute.control == MuteControlKind.KEY else ""
         self.indicator = make_indicator(cfg.indicator, pin_factory=factory, wake_phrase=wake_phrase(cfg.wake), hint=key_hint)
         if cfg.debug.record_dir:
             _LOG.warning("DEBUG RECORDING IS ON: every capture is written to %s (debug.record_dir)", cfg.debug.record_dir)
@@ -150,7 +151,7 @@ class Daemon:
         if not physical:
             _LOG.warning("simulated GPIO (gpio.pin_factory = 'mock'): there is no physical mute control")
             place_simulated_switch(cfg.mute, factory)
-        if cfg.mute.control == "key":
+        if cfg.mute.control == MuteControlKind.KEY:
             from tallylight.hardware.keyboard import KeyButton
 
             # Held past the debounce, as a finger holds a real button, so that a press can unmute,
@@ -181,7 +182,7 @@ class Daemon:
 
             self.uplink = UplinkPort(cfg.home_assistant, self.gate, self.responder, on_names=self._names_arrived)
             self.uplink.open()
-            if cfg.home_assistant.mode == "audio":
+            if cfg.home_assistant.mode == HomeAssistantMode.AUDIO:
                 # After the local wake word the utterance streams out, through the gate, when the uplink and
                 # Home Assistant are there; otherwise it is recognized here as in text mode.
                 self.pipeline.uploader = self.uplink

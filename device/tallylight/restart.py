@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tallylight.choices import AtStart, MuteControlKind, PinFactoryName
 from tallylight.config import Config, MuteConfig
 
 _LOG = logging.getLogger(__name__)
@@ -46,11 +47,11 @@ def start_state(mute: MuteConfig, last: dict[str, Any] | None, *, ledger_set_asi
     # and then opening the mic as "mute control" put a move in the ledger that no control made.
     if not physical:
         return Start(False, "at start: simulated pins have no mute control to press")
-    if mute.control == "switch":
+    if mute.control == MuteControlKind.SWITCH:
         return Start(True, "at start: a mute switch opens the mic once it is read at listening")
-    if mute.at_start == "muted":
+    if mute.at_start == AtStart.MUTED:
         return Start(True, 'at start: mute.at_start = "muted"')
-    if mute.at_start == "listening":
+    if mute.at_start == AtStart.LISTENING:
         return Start(False, 'at start: mute.at_start = "listening"')
     return Start(*_how_it_stopped(last, ledger_set_aside))
 
@@ -76,12 +77,12 @@ def physical_control(cfg: Config, pin_factory: Any) -> bool:
     """False only for simulated pins chosen on purpose (gpio.pin_factory = "mock", trying tallylight
     on a laptop) with nothing to press them. A pin factory passed in (tests) stands for real pins, and
     a key on the terminal (mute.control = "key") is a hand on the simulated button: a real control."""
-    return cfg.mute.control == "key" or not (pin_factory is None and cfg.gpio.pin_factory == "mock")
+    return cfg.mute.control == MuteControlKind.KEY or not (pin_factory is None and cfg.gpio.pin_factory == PinFactoryName.MOCK)
 
 
 def place_simulated_switch(mute: MuteConfig, factory) -> None:
     """Simulated pins: close the simulated switch ("listening"), after MuteControl set its pull."""
-    if mute.control == "switch":
+    if mute.control == MuteControlKind.SWITCH:
         pin = factory.pin(mute.pin)
         pin.drive_low() if mute.pull_up else pin.drive_high()
 

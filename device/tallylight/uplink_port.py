@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tallylight import __version__
+from tallylight.choices import HomeAssistantMode
 from tallylight.config import HomeAssistantConfig
 from tallylight.gate import State
 from tallylight.responder import ALARM_GAP_S, ALARM_RING_S
@@ -173,7 +174,7 @@ class UplinkPort:
     # -- out, audio mode: the pipeline's UtteranceUploader ------------------------------------------
 
     def upload_ready(self) -> bool:
-        return (self._cfg.mode == "audio" and self._stream is None and self.link.connected
+        return (self._cfg.mode == HomeAssistantMode.AUDIO and self._stream is None and self.link.connected
                 and self._ha_link is not None and self._ha_link[0] and self._ha_audio)
 
     def begin_stream(self) -> None:
@@ -270,7 +271,8 @@ class UplinkPort:
 
     def _hello(self) -> None:
         name = clean_text(platform.node(), messages.MAX_NAME_CHARS) or "tallylight"
-        self.link.send(messages.Hello(f"tallylight {__version__}", name, self._cfg.mode))
+        # str(): the mode as a plain str, the one type a message field accepts (not the config's HomeAssistantMode).
+        self.link.send(messages.Hello(f"tallylight {__version__}", name, str(self._cfg.mode)))
         self._shown = _SHOWN[self._gate.state]
         self.link.send(messages.State(self._shown))
 

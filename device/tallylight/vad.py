@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from array import array
 
+from tallylight.choices import VadEngine
 from tallylight.config import CaptureConfig
 from tallylight.errors import ConfigError, EngineError
 from tallylight.pcm import BYTES_PER_SAMPLE, RATE
@@ -139,9 +140,9 @@ class SileroVoiceDetector(VoiceDetector):
 
 def make_voice_detector(cfg: CaptureConfig) -> VoiceDetector:
     """The VAD `cfg.vad` names, at `cfg.vad_aggressiveness`."""
-    if cfg.vad == "webrtcvad":
+    if cfg.vad == VadEngine.WEBRTCVAD:
         return WebRtcVoiceDetector(cfg.vad_aggressiveness)
-    if cfg.vad == "silero":
+    if cfg.vad == VadEngine.SILERO:
         return SileroVoiceDetector(cfg.vad_aggressiveness)
     raise ConfigError(f"capture.vad must be 'webrtcvad' or 'silero', not {cfg.vad!r}")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from tallylight.choices import ChannelMode
 from tallylight.pcm import BYTES_PER_SAMPLE, RATE
-
-CHANNEL_MODES = ("mean", "loudest", "single")
 
 # A channel must be this much louder (RMS ratio, ~1 dB) before "loudest" switches to it: mic-array
 # channels are nearly equal most of the time and flapping between them every block adds clicks.
@@ -48,18 +47,18 @@ class BlockConverter:
     whose channels face different ways.
     """
 
-    def __init__(self, in_rate: int, in_channels: int, channel_mode: str = "mean", channel: int = 0):
+    def __init__(self, in_rate: int, in_channels: int, channel_mode: str = ChannelMode.MEAN, channel: int = 0):
         if not isinstance(in_rate, int) or not 1000 <= in_rate <= 768000:
             raise ValueError(f"in_rate must be an integer from 1000 to 768000 Hz, not {in_rate!r}")
         if not isinstance(in_channels, int) or not 1 <= in_channels <= 256:
             raise ValueError(f"in_channels must be an integer from 1 to 256, not {in_channels!r}")
-        if channel_mode not in CHANNEL_MODES:
-            raise ValueError(f"channel_mode must be one of {', '.join(CHANNEL_MODES)}, not {channel_mode!r}")
-        if channel_mode == "single" and not 0 <= channel < in_channels:
+        if channel_mode not in ChannelMode.words():
+            raise ValueError(f"channel_mode must be one of {', '.join(ChannelMode)}, not {channel_mode!r}")
+        if channel_mode == ChannelMode.SINGLE and not 0 <= channel < in_channels:
             raise ValueError(f"channel {channel} does not exist in {in_channels}-channel input (0-{in_channels - 1})")
         self.in_rate = in_rate
         self.in_channels = in_channels
-        self.channel_mode = channel_mode
+        self.channel_mode = ChannelMode(channel_mode)
         self.channel = channel
         self._frame_bytes = in_channels * BYTES_PER_SAMPLE
         self._partial = b""
@@ -100,9 +99,9 @@ class BlockConverter:
     def _mix(self, frames: np.ndarray) -> np.ndarray:
         if self.in_channels == 1:
             return np.ascontiguousarray(frames[:, 0])
-        if self.channel_mode == "single":
+        if self.channel_mode == ChannelMode.SINGLE:
             return np.ascontiguousarray(frames[:, self.channel])
-        if self.channel_mode == "loudest":
+        if self.channel_mode == ChannelMode.LOUDEST:
             power = np.mean(frames.astype(np.float64) ** 2, axis=0)
             best = int(np.argmax(power))
             # Compare power (RMS squared), so the hysteresis ratio is squared too.

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from tallylight.audio.convert import BlockConverter, Reblocker
+from tallylight.choices import ChannelMode
 from tallylight.config import AudioConfig
 from tallylight.errors import AudioDeviceError
 from tallylight.pcm import RATE
@@ -219,7 +220,7 @@ def choose_format(pa: Any, device: InputDevice, cfg: AudioConfig, pyaudio_module
             f"audio.channels = {channels}, but {name!r} has at most {device.max_input_channels} input "
             f"channel(s): set audio.channels to {device.max_input_channels} or less, or 0 for automatic"
         )
-    if cfg.channel_mode == "single" and cfg.channel >= channels:
+    if cfg.channel_mode == ChannelMode.SINGLE and cfg.channel >= channels:
         raise AudioDeviceError(
             f"audio.channel = {cfg.channel}, but {name!r} is captured with {channels} channel(s) "
             f"(0-{channels - 1}): set audio.channel lower, or audio.channels higher"
@@ -255,9 +256,9 @@ class CapturePlan:
     def mixing(self) -> str:
         if self.channels == 1:
             return "mono, nothing to mix"
-        if self.channel_mode == "single":
+        if self.channel_mode == ChannelMode.SINGLE:
             return f"channel {self.channel} of {self.channels} kept"
-        if self.channel_mode == "loudest":
+        if self.channel_mode == ChannelMode.LOUDEST:
             return f"the loudest of {self.channels} channels kept, block by block"
         return f"{self.channels} channels averaged"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tallylight.audio.convert import BlockConverter, Reblocker, to_s16
+from tallylight.choices import ChannelMode
 from tallylight.errors import AudioFileError
 from tallylight.pcm import RATE
 
@@ -175,7 +176,7 @@ class WavFileSource:
     MicSource. `read()` returns exactly one block of 16 kHz mono s16le, the last one zero-padded,
     then b"" at the end."""
 
-    def __init__(self, path: str | os.PathLike, block_ms: int = 20, channel_mode: str = "mean", channel: int = 0):
+    def __init__(self, path: str | os.PathLike, block_ms: int = 20, channel_mode: str = ChannelMode.MEAN, channel: int = 0):
         if not isinstance(block_ms, int) or block_ms <= 0:
             raise ValueError(f"block_ms must be a positive integer, not {block_ms!r}")
         self.path = Path(path)
@@ -195,7 +196,7 @@ class WavFileSource:
         if self._file is not None:
             return
         info = read_wav_info(self.path)
-        if self.channel_mode == "single" and self.channel >= info.channels:
+        if self.channel_mode == ChannelMode.SINGLE and self.channel >= info.channels:
             raise AudioFileError(
                 f"{self.path}: audio.channel = {self.channel}, but the file has {info.channels} "
                 f"channel(s) (0-{info.channels - 1}): set audio.channel or use channel_mode 'mean'"
@@ -261,10 +262,10 @@ class WavFileSource:
         self.close()
 
 
-def read_wav_16k_mono(path: str | os.PathLike, channel_mode: str = "mean", channel: int = 0) -> bytes:
+def read_wav_16k_mono(path: str | os.PathLike, channel_mode: str = ChannelMode.MEAN, channel: int = 0) -> bytes:
     """A whole WAV file converted to 16 kHz mono s16le (not padded). For tests and `listen`."""
     info = read_wav_info(path)
-    if channel_mode == "single" and channel >= info.channels:
+    if channel_mode == ChannelMode.SINGLE and channel >= info.channels:
         raise AudioFileError(f"{info.path}: channel {channel} does not exist (the file has {info.channels})")
     with open(info.path, "rb") as f:
         f.seek(info.data_offset)

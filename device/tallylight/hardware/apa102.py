@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from tallylight.choices import PinFactoryName
 from tallylight.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _power_on(pin: int, pin_factory):
 
     from tallylight.hardware.pins import make_pin_factory
 
-    factory = pin_factory if pin_factory is not None else make_pin_factory("auto")
+    factory = pin_factory if pin_factory is not None else make_pin_factory(PinFactoryName.AUTO)
     try:
         power = OutputDevice(pin, active_high=True, initial_value=True, pin_factory=factory)
     except Exception as e:

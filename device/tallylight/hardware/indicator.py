@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from tallylight.choices import IndicatorKind, PinFactoryName
 from tallylight.errors import HardwareError, IndicatorError
 from tallylight.gate import State
 
@@ -547,20 +548,20 @@ class Apa102Indicator(Indicator):
 
 
 # Every indicator.kind but "auto", and the class that drives it.
-INDICATOR_KINDS: dict[str, type[Indicator]] = {
-    "terminal": TerminalIndicator, "led": LedIndicator, "pwmled": PwmLedIndicator,
-    "rgbled": RgbLedIndicator, "apa102": Apa102Indicator,
+INDICATOR_KINDS: dict[IndicatorKind, type[Indicator]] = {
+    IndicatorKind.TERMINAL: TerminalIndicator, IndicatorKind.LED: LedIndicator, IndicatorKind.PWMLED: PwmLedIndicator,
+    IndicatorKind.RGBLED: RgbLedIndicator, IndicatorKind.APA102: Apa102Indicator,
 }
 
 
-def _gpio_kind_for_auto(cfg: IndicatorConfig) -> str:
+def _gpio_kind_for_auto(cfg: IndicatorConfig) -> IndicatorKind:
     """indicator.kind = 'auto' on a machine with GPIO: an LED that can glow when a glow is wanted."""
-    return "pwmled" if cfg.listening_glow > 0 else "led"
+    return IndicatorKind.PWMLED if cfg.listening_glow > 0 else IndicatorKind.LED
 
 
-def kinds_for(cfg: IndicatorConfig) -> list[str]:
+def kinds_for(cfg: IndicatorConfig) -> list[IndicatorKind]:
     """The kinds of light `cfg` may drive: 'auto' becomes an LED or, without GPIO, the terminal."""
-    return [_gpio_kind_for_auto(cfg), "terminal"] if cfg.kind == "auto" else [cfg.kind]
+    return [_gpio_kind_for_auto(cfg), IndicatorKind.TERMINAL] if cfg.kind == IndicatorKind.AUTO else [IndicatorKind(cfg.kind)]
 
 
 def alike_patterns(cfg: IndicatorConfig) -> list[tuple[str, tuple[str, Appearance], tuple[str, Appearance]]]:
@@ -603,20 +604,20 @@ def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.std
     if cfg.brightness <= 0:
         raise IndicatorError("indicator.brightness = 0 would hide every state, capturing included: set it above 0")
     kind = cfg.kind
-    if kind == "auto":
+    if kind == IndicatorKind.AUTO:
         if cfg.pin != -1 and (pin_factory is not None or gpio_available()):
             kind = _gpio_kind_for_auto(cfg)
         else:
             log.info("no GPIO light available: showing the light's state on the terminal")
-            kind = "terminal"
-    if kind == "terminal":
+            kind = IndicatorKind.TERMINAL
+    if kind == IndicatorKind.TERMINAL:
         return TerminalIndicator(cfg, out, wake_phrase, hint)
-    if kind == "apa102":
+    if kind == IndicatorKind.APA102:
         from tallylight.hardware.apa102 import Apa102Strip
 
         try:
             if cfg.power_pin != -1 and pin_factory is None:
-                pin_factory = make_pin_factory("auto")
+                pin_factory = make_pin_factory(PinFactoryName.AUTO)
             strip = Apa102Strip(
                 cfg.led_count, spi=spi, bus=cfg.spi_bus, device=cfg.spi_device,
                 power_pin=cfg.power_pin, pin_factory=pin_factory,
@@ -629,18 +630,18 @@ def make_indicator(cfg: IndicatorConfig, pin_factory=None, out: TextIO = sys.std
 
     from gpiozero import LED, PWMLED, RGBLED
 
-    factory = pin_factory if pin_factory is not None else make_pin_factory("auto")
-    if kind in ("led", "pwmled"):
+    factory = pin_factory if pin_factory is not None else make_pin_factory(PinFactoryName.AUTO)
+    if kind in (IndicatorKind.LED, IndicatorKind.PWMLED):
         if cfg.pin == -1:
             raise IndicatorError(f"indicator.kind = '{kind}' needs indicator.pin (the BCM number the LED is wired to)")
         where = f"GPIO{cfg.pin}"
-        cls, make = (LedIndicator, LED) if kind == "led" else (PwmLedIndicator, PWMLED)
+        cls, make = (LedIndicator, LED) if kind == IndicatorKind.LED else (PwmLedIndicator, PWMLED)
         try:
             device = make(cfg.pin, active_high=cfg.active_high, initial_value=0, pin_factory=factory)
         except Exception as e:
             raise IndicatorError(f"cannot use {where} for the light: {e} (check indicator.pin)") from None
         return cls(cfg, device, where)
-    if kind == "rgbled":
+    if kind == IndicatorKind.RGBLED:
         pins = (cfg.red_pin, cfg.green_pin, cfg.blue_pin)
         if -1 in pins:
             raise IndicatorError("indicator.kind = 'rgbled' needs indicator.red_pin, green_pin and blue_pin")

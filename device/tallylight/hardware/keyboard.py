@@ -27,19 +27,26 @@ import tty
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tallylight.choices import MuteKey
 from tallylight.errors import SwitchError
 
 _LOG = logging.getLogger(__name__)
 
-KEYS = {"space": b" ", "m": b"m", "enter": b"\n"}
+# The byte each mute.key choice arrives as in cbreak mode.
+KEYS = {MuteKey.SPACE: b" ", MuteKey.M: b"m", MuteKey.ENTER: b"\n"}
 
 
 class KeyButton:
     """Reads `key` from the terminal `stdin` in a thread and presses the simulated button on `pin`
     (a gpiozero mock pin). `close()` restores the terminal."""
 
+<<<<<<< HEAD
     def __init__(self, pin: Any, key: str = "space", hold_s: float = 0.1, stdin: TextIO | None = None,
                  pull_up: bool = True, polls: Callable[[], int] | None = None, max_hold_s: float = 3.0):
+=======
+    def __init__(self, pin: Any, key: str = MuteKey.SPACE, hold_s: float = 0.1, stdin: TextIO | None = None,
+                 pull_up: bool = True):
+>>>>>>> wt-struct14
         if key not in KEYS:
             raise SwitchError(f"mute.key = {key!r}: choose one of {', '.join(KEYS)}")
         self.key, self._byte, self._pin, self._hold_s = key, KEYS[key], pin, hold_s

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from tallylight.choices import MuteControlKind, PinFactoryName
 from tallylight.config import MuteConfig
 from tallylight.errors import SwitchError
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def spoken_name(cfg: MuteConfig) -> str:
     """What opens the mic again, as the mute reply says it: "the mute switch", "the space bar"."""
-    if cfg.control == "key":
+    if cfg.control == MuteControlKind.KEY:
         return "the space bar" if cfg.key == "space" else f"the {cfg.key} key"
     return f"the mute {cfg.control}"
 
@@ -67,11 +68,11 @@ class MuteControl:
             raise SwitchError("mute.pin is -1: tallylight needs a physical mute control; wire a switch or button and set mute.pin")
         self.cfg = cfg
         # A key on the terminal (hardware/keyboard.py) presses a simulated button.
-        self.is_button = cfg.control in ("button", "key")
+        self.is_button = cfg.control in (MuteControlKind.BUTTON, MuteControlKind.KEY)
         self._what = f"mute {cfg.control} on GPIO{cfg.pin}"
         self._clock = clock
         self._debounce = cfg.debounce_ms / 1000.0
-        factory = pin_factory if pin_factory is not None else make_pin_factory("auto")
+        factory = pin_factory if pin_factory is not None else make_pin_factory(PinFactoryName.AUTO)
         try:
             # bounce_time=None: gpiozero's debounce would swallow the first edge of a mute.
             self._device = DigitalInputDevice(cfg.pin, pull_up=cfg.pull_up, bounce_time=None, pin_factory=factory)

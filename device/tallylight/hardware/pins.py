@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from tallylight.choices import PinFactoryName
 from tallylight.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ def make_pin_factory(name: str, dev: Path = Path("/dev")):
     on a laptop and for the tests. "auto" means lgpio when this machine has GPIO, else an error:
     a privacy device must never pretend to drive a light it does not have.
     """
-    if name == "mock":
+    if name == PinFactoryName.MOCK:
         from gpiozero.pins.mock import MockFactory, MockPWMPin
 
         return MockFactory(pin_class=MockPWMPin)
-    if name == "lgpio":
+    if name == PinFactoryName.LGPIO:
         return _lgpio_factory(dev)
-    if name == "auto":
+    if name == PinFactoryName.AUTO:
         if not any(dev.glob("gpiochip*")):
             raise HardwareError(NO_GPIO)
         return _lgpio_factory(dev)

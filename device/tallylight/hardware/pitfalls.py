@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tallylight.choices import IndicatorKind
 from tallylight.hardware.apa102 import ENABLE_SPI
 
 if TYPE_CHECKING:  # only for annotations: config.load applies pin_clashes
@@ -97,7 +98,7 @@ def respeaker_model(profile: str | None = None, cards: Path = CARDS, boot_config
 def spi_problems(cfg: Config, dev: Path = Path("/dev"), boot_config: Path | None = None) -> list[str]:
     """APA102 LEDs configured but the SPI device node is missing."""
     ind = cfg.indicator
-    if ind.kind != "apa102":
+    if ind.kind != IndicatorKind.APA102:
         return []
     node = dev / f"spidev{ind.spi_bus}.{ind.spi_device}"
     if node.exists():
@@ -114,7 +115,7 @@ def respeaker_led_problems(cfg: Config, profile: str | None = None, cards: Path 
     """On a ReSpeaker: the GPIO5 LED power line and the LED count."""
     ind = cfg.indicator
     model = respeaker_model(profile, cards, boot_config)
-    if model is None or ind.kind != "apa102":
+    if model is None or ind.kind != IndicatorKind.APA102:
         return []
     info = _RESPEAKER[model]
     problems = []
@@ -165,12 +166,12 @@ def pin_clashes(cfg: Config, i2s_hat: bool) -> list[str]:
     config.load refuses a config with any; -1 ("not wired") clashes with nothing."""
     ind = cfg.indicator
     ours: list[tuple[str, int]] = [("mute.pin", cfg.mute.pin)]
-    if ind.kind in ("led", "pwmled", "auto"):
+    if ind.kind in (IndicatorKind.LED, IndicatorKind.PWMLED, IndicatorKind.AUTO):
         ours.append(("indicator.pin", ind.pin))
-    elif ind.kind == "rgbled":
+    elif ind.kind == IndicatorKind.RGBLED:
         ours += [("indicator.red_pin", ind.red_pin), ("indicator.green_pin", ind.green_pin),
                  ("indicator.blue_pin", ind.blue_pin)]
-    elif ind.kind == "apa102":
+    elif ind.kind == IndicatorKind.APA102:
         ours.append(("indicator.power_pin", ind.power_pin))
     ours = [(k, p) for k, p in ours if p != -1]
     # The pins the voice commands drive (a relay, a lamp): the default light commands use GPIO22.
@@ -187,7 +188,7 @@ def pin_clashes(cfg: Config, i2s_hat: bool) -> list[str]:
         else:
             seen[pin] = key
     taken: dict[int, str] = {}
-    if ind.kind == "apa102":
+    if ind.kind == IndicatorKind.APA102:
         taken.update(SPI_PINS.get(ind.spi_bus, {}))
     if i2s_hat:
         taken.update(I2S_PINS)
@@ -215,13 +216,13 @@ def indicator_problems(cfg: Config, dev: Path = Path("/dev")) -> list[str]:
     """Light settings that defeat the light."""
     ind = cfg.indicator
     problems = []
-    if ind.kind == "led" and ind.listening_glow > 0:
+    if ind.kind == IndicatorKind.LED and ind.listening_glow > 0:
         problems.append("indicator.listening_glow is set but kind = 'led' cannot dim (it stays off while "
                         "listening): use kind = 'pwmled', or set listening_glow = 0")
     if ind.brightness < 0.1:
         problems.append(f"indicator.brightness = {ind.brightness:g} is too dim to see in daylight: "
                         "set it to 0.05 or more")
-    if ind.kind == "terminal" and any(dev.glob("gpiochip*")):
+    if ind.kind == IndicatorKind.TERMINAL and any(dev.glob("gpiochip*")):
         problems.append("indicator.kind = 'terminal': nothing in the room shows when audio is captured; "
                         "wire an LED and set indicator.kind (see config/profiles/)")
     return problems

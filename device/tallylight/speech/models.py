@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from tallylight.errors import EngineError
-from tallylight.speech.engines import default_vosk_model, is_vosk_model, model_folders
-from tallylight.speech.recognizers import RECOGNIZERS
+from tallylight.speech.recognizers import RECOGNIZERS, default_vosk_model, is_vosk_model, model_folders
 
 
 class ModelError(EngineError):

@@ -13,14 +13,16 @@ import logging
 import re
 from pathlib import Path
 
+from tallylight.choices import LogLevel
 from tallylight.config import Config
 from tallylight.errors import EngineError, UnknownWordsError
 from tallylight.events import Event, IntentMatched, NoMatch, Transcript
 from tallylight.speech.command_types import Command
 from tallylight.speech.commands import default_commands, parse_commands
-from tallylight.speech.engines import default_vosk_model, make_recognizer
+from tallylight.speech.engines import make_recognizer
 from tallylight.speech.grammar import Grammar
 from tallylight.speech.recognizer import Hypothesis, Recognizer
+from tallylight.speech.recognizers import Pairing, RecognizerMode, default_vosk_model, pairing
 
 _LOG = logging.getLogger(__name__)
 
@@ -164,8 +166,9 @@ def with_wake_prefix(jsgf: str, wake_words: tuple[str, ...]) -> str:
 
 
 class PairedUnderstander:
-    """vosk and pocketsphinx hear the same capture, and their commands are weighed together
-    (recognizer.engine = "both").
+    """Two recognizers hear the same capture, and their commands are weighed together
+    (recognizer.engine = "both"): the lead, vosk, and the partner its `Pairing` names, pocketsphinx
+    (the numbers below are that pairing's, in speech/recognizers.py).
 
     Their mistakes seldom coincide: on the tuned voices of scripts/measure-intents (with the English
     vosk test model) each got about 20 of 372 commands wrong or missed, and only 2 clips were missed
@@ -174,19 +177,19 @@ class PairedUnderstander:
     rejection sets (scripts/measure-intents --dump, one run per recognizer):
 
     - the same command from both: that command, with vosk's slot values when they differ;
-    - different commands: vosk's if its confidence is at least PREFER_VOSK_FROM (a word posterior;
+    - different commands: vosk's if its confidence is at least `wins_from` (0.8, a word posterior;
       pocketsphinx's coverage confidence is near 1.0 even on its wrong numbers), else pocketsphinx's;
-    - a command from one, none from the other: taken only with the confidence ALONE_MIN names.
+    - a command from one, none from the other: taken only with `alone_min` (vosk, 0.8) or
+      `partner_alone_min` (pocketsphinx, 0.9).
     """
 
-    PREFER_VOSK_FROM = 0.8
-    ALONE_MIN = {"vosk": 0.8, "pocketsphinx": 0.9}
-
-    def __init__(self, vosk: Understander, sphinx: Understander) -> None:
-        self.parts = (vosk, sphinx)
-        self.grammar = vosk.grammar
-        self.wake_words = vosk.wake_words
-        self.name = f"{vosk.name}+{sphinx.name}"
+    def __init__(self, lead: Understander, partner: Understander, lead_name: str, pair: Pairing) -> None:
+        self.parts = (lead, partner)
+        self.pairing = pair
+        self._names = (lead_name, pair.partner)  # for the log: "vosk heard ..."
+        self.grammar = lead.grammar
+        self.wake_words = lead.wake_words
+        self.name = f"{lead.name}+{partner.name}"
         self._closed = False
 
     def process(self, block: bytes) -> tuple[list[Event], bool]:
@@ -199,18 +202,19 @@ class PairedUnderstander:
         return events, sure
 
     def finish(self, t: float) -> list[Event]:
-        vosk_part, sphinx_part = self.parts
-        vosk = self._result(vosk_part.finish(t))
-        if vosk_decides(vosk, self.PREFER_VOSK_FROM, self.ALONE_MIN):
-            # pocketsphinx cannot change the answer: skip its end-of-utterance search (about 35 ms,
-            # scripts/bench table 6) and drop what it holds of the capture.
-            sphinx_part.reset()
-            _LOG.info("vosk heard %r (%.2f): %s", vosk[0].text, vosk[0].confidence, vosk[1].name)
-            return [vosk[0], vosk[1]]
-        sphinx = self._result(sphinx_part.finish(t))
-        chosen = weigh(vosk, sphinx, self.PREFER_VOSK_FROM, self.ALONE_MIN)
-        _LOG.info("vosk heard %r (%.2f), pocketsphinx %r (%.2f): %s", vosk[0].text, vosk[0].confidence,
-                  sphinx[0].text, sphinx[0].confidence, chosen[1].name if chosen[1] else "no command")
+        lead_part, partner_part = self.parts
+        lead_name, partner_name = self._names
+        lead = self._result(lead_part.finish(t))
+        if lead_decides(lead, self.pairing):
+            # The partner cannot change the answer: skip its end-of-utterance search (pocketsphinx's:
+            # about 35 ms, scripts/bench table 6) and drop what it holds of the capture.
+            partner_part.reset()
+            _LOG.info("%s heard %r (%.2f): %s", lead_name, lead[0].text, lead[0].confidence, lead[1].name)
+            return [lead[0], lead[1]]
+        partner = self._result(partner_part.finish(t))
+        chosen = weigh(lead, partner, self.pairing)
+        _LOG.info("%s heard %r (%.2f), %s %r (%.2f): %s", lead_name, lead[0].text, lead[0].confidence,
+                  partner_name, partner[0].text, partner[0].confidence, chosen[1].name if chosen[1] else "no command")
         transcript, intent = chosen
         return [transcript, intent if intent is not None else NoMatch(t, transcript.text)]
 
@@ -234,30 +238,30 @@ class PairedUnderstander:
 Result = tuple[Transcript, "IntentMatched | None"]
 
 
-def vosk_decides(vosk: Result, prefer_vosk_from: float, alone_min: dict[str, float]) -> bool:
-    """A command vosk is this sure of is the answer whatever pocketsphinx heard (see weigh)."""
-    text, intent = vosk
-    return intent is not None and text.confidence >= max(prefer_vosk_from, alone_min["vosk"])
+def lead_decides(lead: Result, pair: Pairing) -> bool:
+    """A command the lead is this sure of is the answer whatever the partner heard (see weigh)."""
+    text, intent = lead
+    return intent is not None and text.confidence >= max(pair.wins_from, pair.alone_min)
 
 
-def weigh(vosk: Result, sphinx: Result, prefer_vosk_from: float, alone_min: dict[str, float]) -> Result:
+def weigh(lead: Result, partner: Result, pair: Pairing) -> Result:
     """Which of two (transcript, intent or None) results to act on (see PairedUnderstander); when
-    neither gives a command, vosk's transcript with no intent."""
-    if vosk_decides(vosk, prefer_vosk_from, alone_min):
-        return vosk
-    (v_text, v_intent), (s_text, s_intent) = vosk, sphinx
-    if v_intent is not None and s_intent is not None:
-        if v_intent.name == s_intent.name:
-            # The same command, maybe with other slot values: take vosk's. pocketsphinx mishears
-            # numbers far more often ("thirteen" as "thirty", "ninety nine" as "twenty nine") and
-            # its confidence does not show it (measured: README, "vosk and pocketsphinx together").
-            return vosk
-        return vosk if v_text.confidence >= prefer_vosk_from else sphinx
-    if v_intent is not None and v_text.confidence >= alone_min["vosk"]:
-        return vosk
-    if s_intent is not None and s_text.confidence >= alone_min["pocketsphinx"]:
-        return sphinx
-    return v_text, None
+    neither gives a command, the lead's transcript with no intent."""
+    if lead_decides(lead, pair):
+        return lead
+    (l_text, l_intent), (p_text, p_intent) = lead, partner
+    if l_intent is not None and p_intent is not None:
+        if l_intent.name == p_intent.name:
+            # The same command, maybe with other slot values: take the lead's. pocketsphinx mishears
+            # numbers far more often than vosk ("thirteen" as "thirty", "ninety nine" as "twenty nine")
+            # and its confidence does not show it (measured: README, "vosk and pocketsphinx together").
+            return lead
+        return lead if l_text.confidence >= pair.wins_from else partner
+    if l_intent is not None and l_text.confidence >= pair.alone_min:
+        return lead
+    if p_intent is not None and p_text.confidence >= pair.partner_alone_min:
+        return partner
+    return l_text, None
 
 
 def make_understander(cfg: Config, exposed: Exposed | None = None) -> Understander | PairedUnderstander:
@@ -279,18 +283,19 @@ def make_understander(cfg: Config, exposed: Exposed | None = None) -> Understand
 
 def _make_understander(cfg: Config, exposed: Exposed | None) -> Understander | PairedUnderstander:
     engine = cfg.recognizer.engine
+    lead_name, pair = pairing()
     model = Path(cfg.recognizer.vosk_model).expanduser() if cfg.recognizer.vosk_model else default_vosk_model(cfg.state_dir)
-    if engine == "auto" and cfg.recognizer.vosk_model and not model.is_dir():
+    if engine == RecognizerMode.AUTO and cfg.recognizer.vosk_model and not model.is_dir():
         # A model the owner named but that is not there is a typo or a failed download, not a wish
         # for pocketsphinx: say so rather than quietly recognize worse.
         raise EngineError(f"recognizer.vosk_model = {cfg.recognizer.vosk_model!r}: no such folder (fix the path, "
                           "run `tallylight models download small-en-us`, or set vosk_model = \"\" for pocketsphinx)")
-    if engine == "auto" and model is not None and model.is_dir():
+    if engine == RecognizerMode.AUTO and pair.ready(cfg.recognizer, cfg.state_dir):
         # With a vosk model installed, both recognizers: the fewest mistakes (see PairedUnderstander).
         _LOG.info("recognizer: vosk (%s) and pocketsphinx", model)
-        engine = "both"
-    if engine == "both":
-        if model is None or not model.is_dir():
+        engine = RecognizerMode.BOTH
+    if engine == RecognizerMode.BOTH:
+        if not pair.ready(cfg.recognizer, cfg.state_dir):
             raise EngineError("recognizer.engine = 'both' runs vosk beside pocketsphinx and needs a vosk model"
                               f"{f' (there is none at {model})' if model else ''}: run `tallylight models download "
                               "small-en-us`, or set recognizer.engine = 'pocketsphinx'")
@@ -298,17 +303,17 @@ def _make_understander(cfg: Config, exposed: Exposed | None) -> Understander | P
             return _make_understander(dataclasses.replace(cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=name)),
                                       exposed)
 
-        vosk = one("vosk")
+        lead = one(lead_name)
         try:
-            return PairedUnderstander(vosk, one("pocketsphinx"))
+            return PairedUnderstander(lead, one(pair.partner), lead_name, pair)
         except BaseException:
-            vosk.close()  # its model is hundreds of MB
+            lead.close()  # vosk's model is hundreds of MB
             raise
     grammar = Grammar(commands_of(cfg, exposed))
     wake_words = wake_words_of(cfg)
     # Both grammars may begin with the wake phrase, which the pre-roll holds (see with_wake_prefix).
     common = dict(phrases=grammar.vosk_phrases(wake_prefix=" ".join(wake_words)), words=grammar.vocabulary(), state_dir=cfg.state_dir,
-                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == "debug",
+                  preroll_s=cfg.capture.preroll_s, debug=cfg.daemon.log_level == LogLevel.DEBUG,
                   extra_pronunciations={w: p.upper() for w, p in cfg.recognizer.pronunciations})
     try:
         rec = make_recognizer(cfg.recognizer, jsgf=with_wake_prefix(grammar.to_jsgf(), wake_words), **common)

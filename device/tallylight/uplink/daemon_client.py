@@ -39,6 +39,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tallylight.choices import HomeAssistantMode
 from tallylight.uplink import messages, tts_audio
 from tallylight.uplink.framing import FrameError
 from tallylight.uplink.home_assistant import ConversationError, HomeAssistantClient, Reply, fetch_audio
@@ -190,7 +191,7 @@ class DaemonBridge:
         if msg.seq == 0:
             if self._audio_in is not None:  # the last one never ended (the daemon restarted): stop it there
                 self._spawn(self._finish_stream(self._audio_in, abort=True))
-            if self.daemon_mode != "audio" or server is None or not server.audio_mode:
+            if self.daemon_mode != HomeAssistantMode.AUDIO or server is None or not server.audio_mode:
                 self.dropped += 1
                 _LOG.warning("daemon socket: dropped audio of %s: audio mode needs home_assistant.mode = \"audio\" "
                              "for both the daemon and the uplink (restart both after changing it)", msg.utterance_id)
