@@ -40,13 +40,8 @@ class KeyButton:
     """Reads `key` from the terminal `stdin` in a thread and presses the simulated button on `pin`
     (a gpiozero mock pin). `close()` restores the terminal."""
 
-<<<<<<< HEAD
-    def __init__(self, pin: Any, key: str = "space", hold_s: float = 0.1, stdin: TextIO | None = None,
-                 pull_up: bool = True, polls: Callable[[], int] | None = None, max_hold_s: float = 3.0):
-=======
     def __init__(self, pin: Any, key: str = MuteKey.SPACE, hold_s: float = 0.1, stdin: TextIO | None = None,
-                 pull_up: bool = True):
->>>>>>> wt-struct14
+                 pull_up: bool = True, polls: Callable[[], int] | None = None, max_hold_s: float = 3.0):
         if key not in KEYS:
             raise SwitchError(f"mute.key = {key!r}: choose one of {', '.join(KEYS)}")
         self.key, self._byte, self._pin, self._hold_s = key, KEYS[key], pin, hold_s
