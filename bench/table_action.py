@@ -108,6 +108,7 @@ def action_run(cfg: C.Config, clips: list[tuple[str, str, str, Path]]) -> dict:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     import tallylight.actions as A
+    import tallylight.responder as responder_module
     from tallylight.daemon import Daemon
     from tallylight.events import CaptureEnded
     from tallylight.notify import Notifier
@@ -147,7 +148,9 @@ def action_run(cfg: C.Config, clips: list[tuple[str, str, str, Path]]) -> dict:
 
     factory = MockFactory(pin_class=MockPWMPin)
     mic = PacedMic(pcm, factory, cfg.audio.block_ms)
-    saved, A.ActionRunner = A.ActionRunner, TimedRunner  # the Responder builds its runner from here
+    # The Responder builds its runner from the name it imported: patching tallylight.actions alone
+    # timed only the first run of a table (later runs' actions went to the first run's list).
+    saved, responder_module.ActionRunner = responder_module.ActionRunner, TimedRunner
     try:
         daemon = Daemon(cfg, pin_factory=factory, notifier=Notifier(env={}), source_factory=mic.plug_in,
                         consumer_factory=lambda: WallTimedConsumer(make_understander(cfg)), on_event=on_event,
@@ -155,7 +158,7 @@ def action_run(cfg: C.Config, clips: list[tuple[str, str, str, Path]]) -> dict:
         mic.daemon = daemon
         rc = daemon.run()
     finally:
-        A.ActionRunner = saved
+        responder_module.ActionRunner = saved
     if rc != 0 or mic.t0 is None:
         raise RuntimeError(f"the daemon stopped early (rc {rc})")
 

@@ -157,3 +157,16 @@ def test_each_bench_module_imports_alone(module):
                          timeout=120)
     assert run.returncode == 0, f"import {module} failed on its own:\n{run.stderr[-2000:]}"
     importlib.import_module(module)
+
+
+def test_table_6_times_the_actions_of_every_run_in_one_process(tmp_path):
+    """Table 6 runs the daemon once per recognizer in one process. Its timed ActionRunner must reach
+    each run's Responder: it once reached only the first (the Responder holds the name it imported),
+    and every later run reported no action at all."""
+    from bench.inputs import base_config, command_clips
+    from bench.table_action import action_run
+
+    cfg = base_config(tmp_path / "state", reply={"enabled": False, "sounds": False})
+    clips = command_clips(("en-us",), [("turn on the light", "light_on")])
+    runs = [action_run(cfg, clips) for _ in range(2)]
+    assert [(r["right"], r["missed"]) for r in runs] == [(1, []), (1, [])]
