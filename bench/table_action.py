@@ -23,6 +23,9 @@ from tallylight.pcm import BYTES_PER_SECOND, block_bytes
 from testkit.speech import speech_end_s
 
 
+GOAL_P50_MS = 200  # issue 16 (issue 3 asked for 300)
+
+
 class TimedConsumer:
     """Passes everything to the real Understander; times its finish() (recognizer + matching)."""
 
@@ -200,8 +203,8 @@ def table_action(ctx: Ctx) -> Table:
         for engine, label in (("vosk", "vosk"), ("both", "both (vosk + pocketsphinx)")):
             runs.append((f"{label} ({VOSK_EN_LABEL})", dataclasses.replace(
                 cfg, recognizer=dataclasses.replace(cfg.recognizer, engine=engine, vosk_model=str(en)))))
-    t = Table(6, "End of speech to action: the real daemon, fed in real time (issue 3)",
-              "p50 <= 300 ms (total)", ["recognizer", "part", "p50 ms", "p95 ms", "max ms"])
+    t = Table(6, "End of speech to action: the real daemon, fed in real time (issues 3 and 16)",
+              f"p50 <= {GOAL_P50_MS} ms (total)", ["recognizer", "part", "p50 ms", "p95 ms", "max ms"])
     ok = True
     for name, run_cfg in runs:
         judged = name == "pocketsphinx"  # the recognizer users get without a vosk model
@@ -219,7 +222,7 @@ def table_action(ctx: Ctx) -> Table:
                               ("total: end of the command -> action started", r["total"])):
                 t.rows.append([name, label, pct(xs, 50), pct(xs, 95), max(xs)])
         if judged:
-            ok &= bool(r["total"]) and pct(r["total"], 50) <= 300
+            ok &= bool(r["total"]) and pct(r["total"], 50) <= GOAL_P50_MS
         t.notes.append(f"{name}: captures ended by: {', '.join(f'{k} {v}' for k, v in sorted(r['ends'].items())) or 'none'}; "
                        f"right action in {r['right']} of {len(r['total'])} (accuracy is measured elsewhere)")
         if r["missed"]:

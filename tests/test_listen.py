@@ -4,6 +4,7 @@ worse than the raw wake engine fed the same audio."""
 from __future__ import annotations
 
 import json
+from array import array
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,77 @@ def test_check_says_which_front_end_features_are_on(tmp_path):
                            capture_output=True, text=True, timeout=120)
         line = next(x for x in r.stdout.splitlines() if "wake word" in x)
         assert line.startswith("  ok") and line.endswith(want), line
+
+
+class _FedLog:
+    """The real understander, with every block it is handed kept (to see what an early end repeats)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.fed: list[bytes] = []  # the blocks of the utterance going on
+        self.finished: list[list[bytes]] = []  # those of each finished one
+
+    def process(self, block):
+        self.fed.append(bytes(block))
+        return self.inner.process(block)
+
+    def finish(self, t):
+        self.finished.append(self.fed)
+        self.fed = []
+        return self.inner.finish(t)
+
+    def reset(self):
+        self.fed = []
+        self.inner.reset()
+
+    def close(self):
+        self.inner.close()
+
+
+def test_an_early_end_hands_the_recognizer_the_pause_again_and_no_word(synth, repo):
+    """Before an early end the recognizer hears the pause that ended the capture again, until it has
+    heard FINAL_SEARCH_PAUSE_S of pause: the blocks it is handed last repeat the end of the audio
+    before them, and they are silence (espeak-ng's pause, dithered to a few steps), not the end of the
+    last word."""
+    from tallylight.pipeline import FINAL_SEARCH_PAUSE_S
+    from tallylight.speech.understand import make_understander
+
+    cfg = C.load(repo / "config" / "tallylight.toml")
+    log = _FedLog(make_understander(cfg))
+    try:
+        events = listen_file(cfg, synth("okay nabu, lights off", lead_s=0.5, tail_s=1.5), log)
+    finally:
+        log.close()
+    assert [e.end for e in events if e.kind == "capture"] == ["early"]
+    [fed] = log.finished
+    block = 2 * 16000 * cfg.audio.block_ms // 1000
+    again = fed[-1]
+    assert len(again) >= cfg.capture.early_end_s * 32000 - block, "the whole pause, not one block"
+    repeats = 0
+    while fed[-1 - repeats] == again:
+        repeats += 1
+    heard = b"".join(fed[: len(fed) - repeats])
+    assert heard.endswith(again)
+    assert (repeats + 1) * len(again) >= FINAL_SEARCH_PAUSE_S * 32000 - 1
+    assert max(map(abs, array("h", again))) < 100, "a word's end was repeated, not the pause"
+
+
+@pytest.mark.parametrize(("said", "voice", "speed", "intent"), [
+    ("quieter", "en-gb+f2", 140, "volume_down"),  # with the short pause alone: "light off"
+    ("light off", "en-us", 180, "light_off"),  # with 0.2 s of pause: "lights off" at confidence 0
+    ("turn the volume down", "en-029", 140, "volume_down"),  # with 0.2 s: "volume up" at confidence 0
+])
+def test_a_command_ended_early_is_heard_as_after_a_full_pause(synth, repo, said, voice, speed, intent):
+    """pocketsphinx's final search needs room for the silence after the last word. Given only the
+    short pause of an early end, it stretched the last word over it and distrusted the result, or
+    changed the command; with the pause heard again these are heard as after a full pause."""
+    from tallylight.speech.understand import make_understander
+
+    cfg = C.load(repo / "config" / "tallylight.toml")
+    consumer = make_understander(cfg)
+    try:
+        events = listen_file(cfg, synth(f"okay nabu, {said}", voice=voice, speed=speed, lead_s=0.8, tail_s=1.5), consumer)
+    finally:
+        consumer.close()
+    assert [e.end for e in events if e.kind == "capture"] == ["early"]
+    assert [e.name for e in events if e.kind == "intent"] == [intent]

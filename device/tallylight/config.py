@@ -154,7 +154,7 @@ class CaptureConfig:
     ring_s: float = _key(1.5, _range(0.1, 2.0), (float, int))
     preroll_s: float = _key(1.5, _range(0.0, 2.0), (float, int))
     end_silence_s: float = _key(0.6, _range(0.1, 5.0), (float, int))
-    early_end_s: float = _key(0.2, _range(0.05, 5.0), (float, int))
+    early_end_s: float = _key(0.1, _range(0.05, 5.0), (float, int))
     no_speech_s: float = _key(4.0, _range(0.5, 30.0), (float, int))
     max_s: float = _key(8.0, _range(1.0, 60.0), (float, int))
 
