@@ -22,7 +22,6 @@ from tallylight import config as C
 from tallylight.pcm import BYTES_PER_SECOND, block_bytes
 from testkit.speech import speech_end_s
 
-
 GOAL_P50_MS = 200  # issue 16 (issue 3 asked for 300)
 
 

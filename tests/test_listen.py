@@ -4,9 +4,9 @@ worse than the raw wake engine fed the same audio."""
 from __future__ import annotations
 
 import json
-from array import array
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
