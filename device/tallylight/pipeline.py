@@ -23,8 +23,9 @@ _LOG = logging.getLogger(__name__)
 
 _NO_EVENTS: tuple[Event, ...] = ()
 
-# The pause a recognizer's final search is given before an early end (see Pipeline._hear_pause_again):
-# with 0.4 s, pocketsphinx gave the same results as after a 0.2 s pause (scripts/measure-intents).
+# The pause a recognizer's final search is given before an early end (see Pipeline._hear_pause_again).
+# With 0.4 s after a 0.1 s early end, vosk and pocketsphinx together heard as after a 0.2 s pause;
+# pocketsphinx alone lost 7 of 868 espeak-ng clips (0.2 and 0.3 s: no better; docs/measurements.md).
 FINAL_SEARCH_PAUSE_S = 0.4
 
 

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tallylight.choices import MuteControlKind, PinFactoryName
+from tallylight.choices import MuteControlKind, MuteKey, PinFactoryName
 from tallylight.config import MuteConfig
 from tallylight.errors import SwitchError
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def spoken_name(cfg: MuteConfig) -> str:
     """What opens the mic again, as the mute reply says it: "the mute switch", "the space bar"."""
     if cfg.control == MuteControlKind.KEY:
-        return "the space bar" if cfg.key == "space" else f"the {cfg.key} key"
+        return "the space bar" if cfg.key == MuteKey.SPACE else f"the {cfg.key} key"
     return f"the mute {cfg.control}"
 
 
